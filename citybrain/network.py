@@ -1,0 +1,399 @@
+"""Compile a SUMO `.net.xml` into integer-indexed arrays (the only sumolib importer).
+
+The engine never sees a string id in its hot path. This module turns a SUMO net
+into a `Network`: flat numpy arrays for signals, candidate green phases,
+movements, conflicts, clearance timings and detection zones, plus the string
+ids needed at the edges and a networkx graph for routing.
+
+Vocabulary
+- *signal*: one SUMO traffic-light (tlLogic id); it may control several junctions.
+- *link*: one index of a signal's state string.
+- *movement*: one vehicle connection (in-lane -> out-lane) through a link.
+- *phase*: a candidate green phase, taken from the net's own program.
+- *zone*: what a detector sees for one lane: the lane itself plus, for
+  approaches, the lanes upstream of it through unsignalised nodes up to
+  `approach_range_m` (SUMO nets often split an approach at a turn bay).
+"""
+from __future__ import annotations
+
+import xml.sax
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from .sumo_home import ensure_sumo_home
+
+__all__ = ["Network", "NetworkError", "load_network", "STAGE_GREEN", "STAGE_YELLOW", "STAGE_ALL_RED"]
+
+STAGE_GREEN, STAGE_YELLOW, STAGE_ALL_RED = 0, 1, 2
+
+# Green level of a SUMO state character: protected green beats permissive green.
+_GREEN_LEVEL = {"G": 2, "g": 1}
+_DEFAULT_YELLOW_S = 3.0
+
+
+class NetworkError(ValueError):
+    """A SUMO net that cannot be used, with the file and element that broke it."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """A SUMO network compiled to arrays. All index arrays are int32 unless noted."""
+
+    path: Path
+    signal_ids: tuple[str, ...]
+    lane_ids: tuple[str, ...]
+    lane_length_m: np.ndarray          # float64 [lanes]
+    lane_speed_mps: np.ndarray         # float64 [lanes]
+
+    # Signals: link count and clearance timing from the net's own program.
+    signal_n_links: np.ndarray         # [signals]
+    yellow_s: np.ndarray               # float64 [signals]
+    all_red_s: np.ndarray              # float64 [signals]
+    programs: tuple[tuple[tuple[str, float], ...], ...]  # per signal: (state, duration) of every phase
+
+    # Candidate green phases, CSR by signal: phases of signal i are phase_ptr[i]:phase_ptr[i+1].
+    phase_ptr: np.ndarray              # [signals + 1]
+    phase_states: tuple[str, ...]      # SUMO state string of each candidate phase
+    phase_green_level: np.ndarray      # int8 [sum of links over phases], CSR by link_ptr per phase
+    phase_link_ptr: np.ndarray         # [phases + 1]
+
+    # Movements (one per vehicle connection through a signal).
+    move_signal: np.ndarray            # [movements]
+    move_link: np.ndarray              # [movements]
+    move_in_lane: np.ndarray           # [movements] index into lane_ids
+    move_out_lane: np.ndarray          # [movements]
+
+    # Pressure terms of each phase, CSR by phase: every incoming lane with a green
+    # movement counts once, minus the mean of its green out-lanes.
+    term_ptr: np.ndarray               # [phases + 1]
+    term_in_lane: np.ndarray
+    term_out_lane: np.ndarray
+    term_weight: np.ndarray            # float64
+
+    # Conflict matrix per signal over its links, flattened: entry [off + a*n + b] is
+    # True when links a and b are foes at their junction (SUMO's <request foes=...>).
+    # Foes may share a green only if one of them yields ('g'); two protected greens
+    # ('G') on foes are a conflicting green.
+    conflict_offset: np.ndarray        # int64 [signals + 1]
+    conflict: np.ndarray               # bool
+
+    # Transitions between candidate phases of one signal, flattened like the conflict
+    # matrix but over that signal's phases: True when going p -> q takes a link
+    # out of green (or from protected to permissive) and so needs clearance.
+    transition_offset: np.ndarray      # int64 [signals + 1]
+    needs_clearance: np.ndarray        # bool
+
+    # Detection zones: zone of lane l sums lane counts zone_lane[k] * zone_weight[k]
+    # for k in zone_ptr[l]:zone_ptr[l+1].
+    zone_ptr: np.ndarray
+    zone_lane: np.ndarray
+    zone_weight: np.ndarray            # float64
+
+    graph: nx.DiGraph = field(repr=False, compare=False)
+
+    @property
+    def n_signals(self) -> int:
+        return len(self.signal_ids)
+
+    @property
+    def n_phases(self) -> int:
+        return len(self.phase_states)
+
+    @property
+    def n_lanes(self) -> int:
+        return len(self.lane_ids)
+
+    def phases_of(self, signal: int) -> range:
+        return range(int(self.phase_ptr[signal]), int(self.phase_ptr[signal + 1]))
+
+    def conflict_matrix(self, signal: int) -> np.ndarray:
+        n = int(self.signal_n_links[signal])
+        start = int(self.conflict_offset[signal])
+        return self.conflict[start:start + n * n].reshape(n, n)
+
+    def signal_state(self, signal: int, stage: int, phase: int, next_phase: int) -> str:
+        """The SUMO state string for a signal showing `phase` (local index), or the
+        yellow / all-red clearance from `phase` towards `next_phase`."""
+        first = int(self.phase_ptr[signal])
+        current = self.phase_states[first + phase]
+        if stage == STAGE_GREEN:
+            return current
+        target = self.phase_states[first + next_phase]
+        chars = []
+        for now, then in zip(current, target):
+            losing = _GREEN_LEVEL.get(now, 0) > _GREEN_LEVEL.get(then, 0)
+            if now in _GREEN_LEVEL and losing:
+                chars.append("y" if stage == STAGE_YELLOW else "r")
+            elif now in _GREEN_LEVEL:
+                chars.append(now)
+            else:
+                chars.append(now if now in "sOo" else "r")
+        return "".join(chars)
+
+
+def load_network(path: str | Path, approach_range_m: float = 150.0) -> Network:
+    """Compile the SUMO net at `path`. Raises NetworkError naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise NetworkError(f"{path}: net file not found")
+    ensure_sumo_home()
+    import sumolib  # only this module touches sumolib
+
+    try:
+        net = sumolib.net.readNet(str(path), withPrograms=True, withConnections=True, withFoes=True)
+    except (xml.sax.SAXException, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise NetworkError(f"{path}: not a readable SUMO network ({type(exc).__name__}: {exc})") from exc
+    return _compile(path, net, approach_range_m)
+
+
+def _compile(path: Path, net, approach_range_m: float) -> Network:
+    signals = sorted(net.getTrafficLights(), key=lambda tls: tls.getID())
+    lane_index: dict[str, int] = {}
+    lanes: list = []
+
+    def lane_id(lane) -> int:
+        key = lane.getID()
+        if key not in lane_index:
+            lane_index[key] = len(lanes)
+            lanes.append(lane)
+        return lane_index[key]
+
+    signal_ids, programs, n_links_list, yellow, all_red = [], [], [], [], []
+    phase_ptr, phase_states, phase_levels, phase_link_ptr = [0], [], [], [0]
+    move_signal, move_link, move_in, move_out = [], [], [], []
+    term_ptr, term_in, term_out, term_w = [0], [], [], []
+    conflict_offset, conflict_blocks = [0], []
+    transition_offset, transition_blocks = [0], []
+
+    for tls in signals:
+        tid = tls.getID()
+        if not tls.getPrograms() and _is_rail_signal(tls):
+            continue  # rail signals are run by SUMO's own rail logic, not by a tlLogic
+        program = _main_program(path, tls)
+        states = [(p.state, float(p.duration)) for p in program.getPhases()]
+        n_links = len(states[0][0])
+        if any(len(s) != n_links for s, _ in states):
+            raise NetworkError(f"{path}: tlLogic {tid!r}: phases have state strings of different lengths")
+        connections = [(c[0], c[1], int(c[2])) for c in tls.getConnections()]
+        if not connections:
+            continue  # a signal that controls no vehicle connection cannot be optimised
+        if max(link for _, _, link in connections) >= n_links:
+            raise NetworkError(f"{path}: tlLogic {tid!r}: connection linkIndex beyond its {n_links}-link state")
+
+        candidates = _candidate_phases([s for s, _ in states])
+        if not candidates:
+            raise NetworkError(f"{path}: tlLogic {tid!r}: program has no green phase")
+
+        signal = len(signal_ids)
+        signal_ids.append(tid)
+        programs.append(tuple(states))
+        n_links_list.append(n_links)
+        yellow.append(_clearance(states, "yellow"))
+        all_red.append(_clearance(states, "all_red"))
+
+        for in_lane, out_lane, link in connections:
+            move_signal.append(signal)
+            move_link.append(link)
+            move_in.append(lane_id(in_lane))
+            move_out.append(lane_id(out_lane))
+
+        levels = [np.array([_GREEN_LEVEL.get(ch, 0) for ch in s], dtype=np.int8) for s in candidates]
+        for state, level in zip(candidates, levels):
+            phase_states.append(state)
+            phase_levels.append(level)
+            phase_link_ptr.append(phase_link_ptr[-1] + n_links)
+            by_in_lane: dict[int, list[int]] = {}
+            for in_lane, out_lane, link in connections:
+                if level[link] > 0:
+                    by_in_lane.setdefault(lane_id(in_lane), []).append(lane_id(out_lane))
+            for in_idx, outs in by_in_lane.items():
+                for out_idx in outs:
+                    term_in.append(in_idx)
+                    term_out.append(out_idx)
+                    term_w.append(1.0 / len(outs))
+            term_ptr.append(len(term_in))
+        phase_ptr.append(len(phase_states))
+
+        conflict_blocks.append(_conflicts(tls, connections, n_links).ravel())
+        conflict_offset.append(conflict_offset[-1] + n_links * n_links)
+        clearance = np.array([[bool(np.any(a > b)) for b in levels] for a in levels], dtype=bool)
+        transition_blocks.append(clearance.ravel())
+        transition_offset.append(transition_offset[-1] + len(levels) ** 2)
+
+    if not signal_ids:
+        raise NetworkError(f"{path}: no traffic light controls a vehicle connection; nothing to optimise")
+
+    n_direct = len(lanes)
+    zone_ptr, zone_lane, zone_w = [0], [], []
+    in_lanes = set(move_in)
+    for idx in range(n_direct):
+        direction = "upstream" if idx in in_lanes else "downstream"
+        for member, weight in _zone(lanes[idx], direction, approach_range_m):
+            zone_lane.append(lane_id(member))
+            zone_w.append(weight)
+        zone_ptr.append(len(zone_lane))
+    # Lanes added only as zone members get empty zones of their own.
+    zone_ptr.extend([zone_ptr[-1]] * (len(lanes) - n_direct))
+
+    i32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
+    return Network(
+        path=path,
+        signal_ids=tuple(signal_ids),
+        lane_ids=tuple(lane.getID() for lane in lanes),
+        lane_length_m=np.array([lane.getLength() for lane in lanes], dtype=np.float64),
+        lane_speed_mps=np.array([lane.getSpeed() for lane in lanes], dtype=np.float64),
+        signal_n_links=i32(n_links_list),
+        yellow_s=np.array(yellow, dtype=np.float64),
+        all_red_s=np.array(all_red, dtype=np.float64),
+        programs=tuple(programs),
+        phase_ptr=i32(phase_ptr),
+        phase_states=tuple(phase_states),
+        phase_green_level=np.concatenate(phase_levels).astype(np.int8),
+        phase_link_ptr=i32(phase_link_ptr),
+        move_signal=i32(move_signal),
+        move_link=i32(move_link),
+        move_in_lane=i32(move_in),
+        move_out_lane=i32(move_out),
+        term_ptr=i32(term_ptr),
+        term_in_lane=i32(term_in),
+        term_out_lane=i32(term_out),
+        term_weight=np.array(term_w, dtype=np.float64),
+        conflict_offset=np.asarray(conflict_offset, dtype=np.int64),
+        conflict=np.concatenate(conflict_blocks),
+        transition_offset=np.asarray(transition_offset, dtype=np.int64),
+        needs_clearance=np.concatenate(transition_blocks),
+        zone_ptr=i32(zone_ptr),
+        zone_lane=i32(zone_lane),
+        zone_weight=np.array(zone_w, dtype=np.float64),
+        graph=_road_graph(net),
+    )
+
+
+def _main_program(path: Path, tls):
+    programs = tls.getPrograms()
+    if not programs:
+        raise NetworkError(f"{path}: tlLogic {tls.getID()!r}: no program in the net")
+    # The net's first program is the one SUMO runs by default.
+    program = next(iter(programs.values()))
+    if not program.getPhases():
+        raise NetworkError(f"{path}: tlLogic {tls.getID()!r}: program {program._id!r} has no phases")
+    return program
+
+
+def _is_rail_signal(tls) -> bool:
+    nodes = {c[0].getEdge().getToNode() for c in tls.getConnections()}
+    return bool(nodes) and all(n.getType() in ("rail_signal", "rail_crossing") for n in nodes)
+
+
+def _candidate_phases(states: list[str]) -> list[str]:
+    """Green phases of a program, without duplicates and without phases that are
+    dominated link by link by another (e.g. a short leading green that only
+    keeps part of the next phase green)."""
+    greens = []
+    for state in states:
+        if "y" in state or "u" in state or not any(ch in _GREEN_LEVEL for ch in state):
+            continue
+        if state not in greens:
+            greens.append(state)
+    levels = [[_GREEN_LEVEL.get(ch, 0) for ch in s] for s in greens]
+
+    def dominated(i: int) -> bool:
+        return any(
+            j != i and all(a <= b for a, b in zip(levels[i], levels[j])) and levels[i] != levels[j]
+            for j in range(len(greens))
+        )
+
+    return [s for i, s in enumerate(greens) if not dominated(i)]
+
+
+def _clearance(states: list[tuple[str, float]], kind: str) -> float:
+    """Yellow (or all-red) time of a signal: the longest such interval in its own
+    program, so the engine never shortens what the net prescribes."""
+    if kind == "yellow":
+        durations = [d for s, d in states if "y" in s]
+        return max(durations) if durations else _DEFAULT_YELLOW_S
+    durations = [d for s, d in states if s and all(ch in "rs" for ch in s)]
+    return max(durations) if durations else 0.0
+
+
+def _conflicts(tls, connections, n_links: int) -> np.ndarray:
+    """Links from different roads whose paths cross or merge (SUMO's `foes` bits)."""
+    matrix = np.zeros((n_links, n_links), dtype=bool)
+    by_node: dict = {}
+    for in_lane, out_lane, link in connections:
+        node = in_lane.getEdge().getToNode()
+        conn = _find_connection(in_lane, out_lane)
+        if conn is None:
+            continue
+        request = node.getLinkIndex(conn)
+        if request >= 0:
+            by_node.setdefault(node, []).append((link, request, in_lane.getEdge().getID()))
+    for node, entries in by_node.items():
+        for link_a, req_a, road_a in entries:
+            for link_b, req_b, road_b in entries:
+                # Lanes of one road merging downstream (a lane drop) are foes in SUMO but
+                # zip by its merge rules; nets run them green together, so they are not
+                # a crossing conflict.
+                if road_a == road_b or link_a == link_b or req_a not in node._foes:
+                    continue
+                if _bit(node._foes[req_a], req_b):
+                    matrix[link_a, link_b] = matrix[link_b, link_a] = True
+    return matrix
+
+
+def _bit(bits: str, index: int) -> bool:
+    """SUMO writes request bit strings with index 0 as the rightmost character."""
+    return 0 <= index < len(bits) and bits[len(bits) - 1 - index] == "1"
+
+
+def _find_connection(in_lane, out_lane):
+    for conn in in_lane.getOutgoing():
+        if conn.getToLane() is out_lane:
+            return conn
+    return None
+
+
+def _zone(lane, direction: str, range_m: float) -> list[tuple[object, float]]:
+    """The lane plus neighbours through unsignalised nodes, up to range_m.
+
+    A vehicle on an upstream lane that feeds k lanes is shared equally among
+    them, so zone totals never count a vehicle twice across a signal's lanes."""
+    members = [(lane, 1.0)]
+    frontier = [(lane, 1.0, lane.getLength())]
+    seen = {lane.getID()}
+    while frontier:
+        current, weight, covered = frontier.pop()
+        if covered >= range_m:
+            continue
+        upstream = direction == "upstream"
+        node = current.getEdge().getFromNode() if upstream else current.getEdge().getToNode()
+        if node.getType() == "traffic_light":
+            continue
+        neighbours = current.getIncoming() if upstream else current.getOutgoingLanes()
+        for other in neighbours:
+            if other.getID() in seen or other.getEdge().getFunction() == "internal":
+                continue
+            fan = {x.getID() for x in (other.getOutgoingLanes() if upstream else other.getIncoming())}
+            share = weight / max(1, len(fan))
+            seen.add(other.getID())
+            members.append((other, share))
+            frontier.append((other, share, covered + other.getLength()))
+    return members
+
+
+def _road_graph(net) -> nx.DiGraph:
+    """Junctions as nodes, roads as edges weighted by free-flow travel time."""
+    graph = nx.DiGraph()
+    for edge in net.getEdges(withInternal=False):
+        if edge.getFunction() in ("walkingarea", "crossing"):
+            continue
+        length = edge.getLength()
+        speed = max(edge.getSpeed(), 0.1)
+        graph.add_edge(
+            edge.getFromNode().getID(), edge.getToNode().getID(),
+            edge_id=edge.getID(), length_m=length, speed_mps=speed, travel_time_s=length / speed,
+        )
+    return graph
