@@ -23,11 +23,10 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from .kernels import STAGE_GREEN, STAGE_YELLOW
 from .sumo_home import ensure_sumo_home
 
-__all__ = ["Network", "NetworkError", "load_network", "STAGE_GREEN", "STAGE_YELLOW", "STAGE_ALL_RED"]
-
-STAGE_GREEN, STAGE_YELLOW, STAGE_ALL_RED = 0, 1, 2
+__all__ = ["Network", "NetworkError", "load_network"]
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -52,7 +51,9 @@ class Network:
     signal_n_links: np.ndarray         # [signals]
     yellow_s: np.ndarray               # float64 [signals]
     all_red_s: np.ndarray              # float64 [signals]
-    programs: tuple[tuple[tuple[str, float], ...], ...]  # per signal: (state, duration) of every phase
+    # Per signal, every phase of the net's program: (state, duration_s, min_dur_s, max_dur_s),
+    # with -1 where the net gives no min/max duration.
+    programs: tuple[tuple[tuple[str, float, float, float], ...], ...]
 
     # Candidate green phases, CSR by signal: phases of signal i are phase_ptr[i]:phase_ptr[i+1].
     phase_ptr: np.ndarray              # [signals + 1]
@@ -105,6 +106,11 @@ class Network:
     @property
     def n_lanes(self) -> int:
         return len(self.lane_ids)
+
+    @property
+    def link_offset(self) -> np.ndarray:
+        """Start of each signal's links in a flat array of all signals' links."""
+        return np.concatenate(([0], np.cumsum(self.signal_n_links))).astype(np.int64)
 
     def phases_of(self, signal: int) -> range:
         return range(int(self.phase_ptr[signal]), int(self.phase_ptr[signal + 1]))
@@ -173,9 +179,9 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         if not tls.getPrograms() and _is_rail_signal(tls):
             continue  # rail signals are run by SUMO's own rail logic, not by a tlLogic
         program = _main_program(path, tls)
-        states = [(p.state, float(p.duration)) for p in program.getPhases()]
+        states = [(p.state, float(p.duration), float(p.minDur), float(p.maxDur)) for p in program.getPhases()]
         n_links = len(states[0][0])
-        if any(len(s) != n_links for s, _ in states):
+        if any(len(phase[0]) != n_links for phase in states):
             raise NetworkError(f"{path}: tlLogic {tid!r}: phases have state strings of different lengths")
         connections = [(c[0], c[1], int(c[2])) for c in tls.getConnections()]
         if not connections:
@@ -183,7 +189,7 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         if max(link for _, _, link in connections) >= n_links:
             raise NetworkError(f"{path}: tlLogic {tid!r}: connection linkIndex beyond its {n_links}-link state")
 
-        candidates = _candidate_phases([s for s, _ in states])
+        candidates = _candidate_phases([phase[0] for phase in states])
         if not candidates:
             raise NetworkError(f"{path}: tlLogic {tid!r}: program has no green phase")
 
@@ -309,13 +315,13 @@ def _candidate_phases(states: list[str]) -> list[str]:
     return [s for i, s in enumerate(greens) if not dominated(i)]
 
 
-def _clearance(states: list[tuple[str, float]], kind: str) -> float:
+def _clearance(states: list[tuple[str, float, float, float]], kind: str) -> float:
     """Yellow (or all-red) time of a signal: the longest such interval in its own
     program, so the engine never shortens what the net prescribes."""
     if kind == "yellow":
-        durations = [d for s, d in states if "y" in s]
+        durations = [d for s, d, _, _ in states if "y" in s]
         return max(durations) if durations else _DEFAULT_YELLOW_S
-    durations = [d for s, d in states if s and all(ch in "rs" for ch in s)]
+    durations = [d for s, d, _, _ in states if s and all(ch in "rs" for ch in s)]
     return max(durations) if durations else 0.0
 
 

@@ -13,6 +13,7 @@ committed; re-running this script reproduces them byte for byte.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,8 +59,15 @@ def node_ids(size: int) -> list[str]:
     return [f"{chr(ord('A') + x)}{y}" for x in range(size) for y in range(size)]
 
 
-def build_net(grid: GridSpec) -> Path:
-    out = ROOT / "networks" / grid.name / f"{grid.name}.net.xml"
+def strip_header(path: Path) -> None:
+    """SUMO tools open their output with a comment holding the date and absolute
+    paths; drop it so that the output depends only on the inputs."""
+    text = path.read_text()
+    path.write_text(re.sub(r"<!-- generated on .*?-->\s*", "", text, flags=re.S))
+
+
+def build_net(grid: GridSpec, root: Path) -> Path:
+    out = root / "networks" / grid.name / f"{grid.name}.net.xml"
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([
         sumo_binary("netgenerate"), "--grid",
@@ -77,11 +85,12 @@ def build_net(grid: GridSpec) -> Path:
         "--no-turnarounds", "true",
         "--output-file", str(out),
     ], check=True, stdout=subprocess.DEVNULL)
+    strip_header(out)
     return out
 
 
-def build_scenario(spec: ScenarioSpec, net: Path) -> Path:
-    folder = ROOT / "scenarios" / spec.name
+def build_scenario(spec: ScenarioSpec, net: Path, root: Path) -> Path:
+    folder = root / "scenarios" / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     routes = folder / f"{spec.name}.rou.xml"
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,6 +109,7 @@ def build_scenario(spec: ScenarioSpec, net: Path) -> Path:
             "--trip-attributes", 'departLane="best" departSpeed="max"',
             "--validate",
         ], check=True, stdout=subprocess.DEVNULL)
+    strip_header(routes)
     cfg = folder / f"{spec.name}.sumocfg"
     net_rel = Path("..") / ".." / "networks" / spec.grid.name / net.name
     cfg.write_text(
@@ -120,12 +130,13 @@ def build_scenario(spec: ScenarioSpec, net: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", choices=[[], *SCENARIOS], help="scenarios to build (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT, help="root to write networks/ and scenarios/ under")
     args = parser.parse_args(argv)
     for name in args.names or SCENARIOS:
         spec = SCENARIOS[name]
-        net = build_net(spec.grid)
-        cfg = build_scenario(spec, net)
-        print(f"{name}: {cfg.relative_to(ROOT)}")
+        net = build_net(spec.grid, args.out)
+        cfg = build_scenario(spec, net, args.out)
+        print(f"{name}: {cfg}")
 
 
 if __name__ == "__main__":

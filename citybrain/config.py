@@ -1,0 +1,29 @@
+"""Configuration: frozen dataclasses, units in the names."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SignalTiming", "ControllerConfig"]
+
+
+@dataclass(frozen=True)
+class SignalTiming:
+    """Timing rules the safety layer enforces on every signal.
+
+    Yellow and all-red come from each signal's own program in the net and are
+    never shortened; these are the rules the net does not state."""
+
+    min_green_s: float = 5.0
+    control_period_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Parameters of the adaptive controllers. One default for every network:
+    per-signal values are derived from the net (clearance times, lane counts)."""
+
+    max_green_s: float = 60.0
+    # Weight of a moving (not yet queued) vehicle relative to a halted one.
+    moving_vehicle_weight: float = 0.5
+    # Vehicles a lane discharges per second of green (about 1,800 veh/h).
+    saturation_flow_veh_s: float = 0.5

@@ -1,0 +1,126 @@
+"""Controllers: detector frame in, requested phases out. No I/O here.
+
+`fixed` and `actuated` are SUMO's own programs; they are not `Controller`s
+because the simulator runs them itself (see `NATIVE_PROGRAMS`).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .config import ControllerConfig, SignalTiming
+from .frame import DetectorFrame
+from .kernels import aggregate_zones, choose_phases, phase_pressure
+from .network import Network
+
+__all__ = [
+    "Controller",
+    "SignalView",
+    "MaxPressureController",
+    "CityBrainController",
+    "NATIVE_PROGRAMS",
+    "CONTROLLER_NAMES",
+    "make_controller",
+]
+
+# Controllers the simulator runs by itself, by SUMO tlLogic type.
+NATIVE_PROGRAMS = {"fixed": "static", "actuated": "actuated"}
+
+
+class SignalView(Protocol):
+    """What a controller may read of the safety layer (arrays indexed by signal)."""
+
+    green_phase: np.ndarray
+    stage: np.ndarray
+    stage_time_s: np.ndarray
+    min_green_s: np.ndarray
+
+
+class Controller(Protocol):
+    name: str
+
+    def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
+        """Write into requested[i] the local phase signal i should show next, or -1 to keep."""
+
+
+class _PressureController:
+    """Shared machinery: zone aggregation, pressure per phase, phase choice."""
+
+    name = ""
+
+    def __init__(self, network: Network, config: ControllerConfig):
+        self.network = network
+        self.config = config
+        n_lanes = network.n_lanes
+        self.upstream = np.zeros(n_lanes)
+        self.downstream = np.zeros(n_lanes)
+        self.zone_halting = np.zeros(n_lanes)
+        self.zone_vehicles = np.zeros(n_lanes)
+        self.score = np.zeros(network.n_phases)
+        self.max_green_s = np.full(network.n_signals, config.max_green_s)
+        self.switch_margin = np.zeros(network.n_signals)
+
+    def _zones(self, frame: DetectorFrame) -> None:
+        net = self.network
+        aggregate_zones(frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_halting)
+        aggregate_zones(frame.vehicles, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_vehicles)
+
+    def _choose(self, signals: SignalView, requested: np.ndarray) -> None:
+        net = self.network
+        phase_pressure(self.upstream, self.downstream, net.term_ptr, net.term_in_lane, net.term_out_lane,
+                       net.term_weight, self.score)
+        choose_phases(self.score, net.phase_ptr, signals.green_phase, signals.stage, signals.stage_time_s,
+                      signals.min_green_s, self.max_green_s, self.switch_margin, requested)
+
+
+class MaxPressureController(_PressureController):
+    """Varaiya's max-pressure: serve the phase with the largest sum of
+    (queue upstream - queue downstream) over its green movements."""
+
+    name = "maxpressure"
+
+    def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
+        self._zones(frame)
+        self.upstream[:] = self.zone_halting
+        self.downstream[:] = self.zone_halting
+        self._choose(signals, requested)
+
+
+class CityBrainController(_PressureController):
+    """Max-pressure made queue- and occupancy-aware, with the cost of switching.
+
+    - Upstream demand counts queued vehicles and, at a discount, moving ones
+      that will reach the stop line within the current decision horizon.
+    - Downstream, vehicles already on the exit lane (spill-back risk) count
+      against the movement, so green is not spent on a blocked exit.
+    - A switch wastes the signal's clearance time (yellow + all-red); it must
+      win more than the vehicles that time could have discharged.
+    - max green bounds the wait of every other approach.
+    """
+
+    name = "citybrain"
+
+    def __init__(self, network: Network, config: ControllerConfig):
+        super().__init__(network, config)
+        lost_time_s = network.yellow_s + network.all_red_s
+        self.switch_margin[:] = lost_time_s * config.saturation_flow_veh_s
+
+    def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
+        self._zones(frame)
+        moving = self.zone_vehicles - self.zone_halting
+        self.upstream[:] = self.zone_halting + self.config.moving_vehicle_weight * moving
+        self.downstream[:] = self.zone_vehicles
+        self._choose(signals, requested)
+
+
+_ADAPTIVE = {cls.name: cls for cls in (MaxPressureController, CityBrainController)}
+CONTROLLER_NAMES = (*NATIVE_PROGRAMS, *_ADAPTIVE)
+
+
+def make_controller(name: str, network: Network, config: ControllerConfig | None = None) -> Controller:
+    try:
+        cls = _ADAPTIVE[name]
+    except KeyError:
+        raise ValueError(f"unknown adaptive controller {name!r}; choose from {', '.join(_ADAPTIVE)}") from None
+    return cls(network, config or ControllerConfig())

@@ -1,0 +1,48 @@
+"""The engine: one control period from detector frame to signal commands.
+
+frame -> controller (requests) -> safety layer (what may be shown) -> command
+diff. The same `Engine` serves a simulation adapter and, later, the wire.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import SignalTiming
+from .controllers import Controller
+from .frame import DetectorFrame
+from .network import Network
+from .safety import SafetyLayer
+
+__all__ = ["Engine", "SignalCommands"]
+
+
+@dataclass(frozen=True)
+class SignalCommands:
+    """State strings to display from now on, for the signals whose display changed."""
+
+    signals: np.ndarray        # int32 signal indices
+    states: tuple[str, ...]
+
+
+class Engine:
+    def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None):
+        self.network = network
+        self.controller = controller
+        self.timing = timing or SignalTiming()
+        self.safety = SafetyLayer(network, self.timing)
+        self.requested = np.full(network.n_signals, -1, dtype=np.int32)
+        self._started = False
+
+    def step(self, frame: DetectorFrame) -> SignalCommands:
+        """Decide one control period. The first call commands every signal."""
+        if not self._started:
+            self._started = True
+            return self._commands(np.arange(self.network.n_signals, dtype=np.int32))
+        self.controller.decide(frame, self.safety, self.requested)
+        changed = self.safety.advance(self.requested)
+        return self._commands(np.flatnonzero(changed).astype(np.int32))
+
+    def _commands(self, signals: np.ndarray) -> SignalCommands:
+        return SignalCommands(signals, tuple(self.safety.state_string(int(i)) for i in signals))

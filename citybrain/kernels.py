@@ -1,0 +1,139 @@
+"""Hot-path kernels: detection zones, phase pressure, phase choice, signal timing.
+
+Every kernel writes into an `out` array the caller owns; `citybrain.reference`
+holds a plain-numpy version of each, and the tests hold the two to each other.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .jit import jit
+
+__all__ = [
+    "aggregate_zones",
+    "phase_pressure",
+    "choose_phases",
+    "advance_signals",
+    "count_conflicting_greens",
+    "STAGE_GREEN",
+    "STAGE_YELLOW",
+    "STAGE_ALL_RED",
+]
+
+STAGE_GREEN, STAGE_YELLOW, STAGE_ALL_RED = 0, 1, 2
+KEEP = -1
+
+
+@jit
+def aggregate_zones(lane_values, zone_ptr, zone_lane, zone_weight, out):
+    """out[l] = weighted sum of lane_values over the detection zone of lane l."""
+    for lane in range(out.shape[0]):
+        total = 0.0
+        for k in range(zone_ptr[lane], zone_ptr[lane + 1]):
+            total += zone_weight[k] * lane_values[zone_lane[k]]
+        out[lane] = total
+
+
+@jit
+def phase_pressure(upstream, downstream, term_ptr, term_in, term_out, term_weight, out):
+    """Max-pressure weight of every phase: sum of w * (upstream[in] - downstream[out])."""
+    for phase in range(out.shape[0]):
+        total = 0.0
+        for k in range(term_ptr[phase], term_ptr[phase + 1]):
+            total += term_weight[k] * (upstream[term_in[k]] - downstream[term_out[k]])
+        out[phase] = total
+
+
+@jit
+def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s,
+                  switch_margin, requested):
+    """Per signal: the phase to request (local index), or KEEP.
+
+    A signal in green past its minimum moves to its best-scoring phase when that
+    beats the current one by more than switch_margin; past max_green_s it moves to
+    the best other phase. Ties keep the lower index, so results are deterministic.
+    """
+    for signal in range(requested.shape[0]):
+        requested[signal] = KEEP
+        if stage[signal] != STAGE_GREEN or stage_time_s[signal] < min_green_s[signal]:
+            continue
+        first = phase_ptr[signal]
+        count = phase_ptr[signal + 1] - first
+        if count < 2:
+            continue
+        current = green_phase[signal]
+        best = -1
+        best_other = -1
+        for p in range(count):
+            if best < 0 or score[first + p] > score[first + best]:
+                best = p
+            if p != current and (best_other < 0 or score[first + p] > score[first + best_other]):
+                best_other = p
+        if stage_time_s[signal] >= max_green_s[signal]:
+            requested[signal] = best_other
+        elif best != current and score[first + best] > score[first + current] + switch_margin[signal]:
+            requested[signal] = best
+
+
+@jit
+def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, yellow_s, all_red_s,
+                    min_green_s, green_phase, next_phase, stage, stage_time_s, changed):
+    """Advance every signal's stage machine by dt_s (the safety layer's core).
+
+    green -> yellow -> all-red -> green. A request is honoured only in green after
+    the minimum green; clearance is served in full (a yellow of 2.5 s lasts 3 steps
+    of 1 s, never 2). A change that takes no link out of green skips clearance.
+    changed[i] is set when the displayed state of signal i changes this step.
+    """
+    for signal in range(stage.shape[0]):
+        stage_time_s[signal] += dt_s
+        changed[signal] = False
+        s = stage[signal]
+        if s == STAGE_GREEN:
+            target = requested[signal]
+            if target < 0 or target == green_phase[signal] or stage_time_s[signal] < min_green_s[signal]:
+                continue
+            n = phase_ptr[signal + 1] - phase_ptr[signal]
+            if target >= n:
+                continue
+            next_phase[signal] = target
+            if needs_clearance[transition_offset[signal] + green_phase[signal] * n + target]:
+                stage[signal] = STAGE_YELLOW
+            else:
+                green_phase[signal] = target
+            stage_time_s[signal] = 0.0
+            changed[signal] = True
+        elif s == STAGE_YELLOW:
+            if stage_time_s[signal] < yellow_s[signal]:
+                continue
+            if all_red_s[signal] > 0.0:
+                stage[signal] = STAGE_ALL_RED
+            else:
+                stage[signal] = STAGE_GREEN
+                green_phase[signal] = next_phase[signal]
+            stage_time_s[signal] = 0.0
+            changed[signal] = True
+        else:
+            if stage_time_s[signal] < all_red_s[signal]:
+                continue
+            stage[signal] = STAGE_GREEN
+            green_phase[signal] = next_phase[signal]
+            stage_time_s[signal] = 0.0
+            changed[signal] = True
+
+
+@jit
+def count_conflicting_greens(protected, link_offset, conflict_offset, conflict, out):
+    """out[i] = number of foe link pairs of signal i both showing protected green."""
+    for signal in range(out.shape[0]):
+        start = link_offset[signal]
+        n = link_offset[signal + 1] - start
+        base = conflict_offset[signal]
+        found = 0
+        for a in range(n):
+            if not protected[start + a]:
+                continue
+            for b in range(a + 1, n):
+                if protected[start + b] and conflict[base + a * n + b]:
+                    found += 1
+        out[signal] = found

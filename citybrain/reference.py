@@ -1,0 +1,78 @@
+"""Plain-numpy oracles of the kernels in `citybrain.kernels`.
+
+Written for clarity, not speed: vectorised where numpy makes that natural, a
+loop where the kernel's logic is sequential. Tests hold the kernels to these,
+and `citybrain bench` times them side by side.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .kernels import KEEP, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
+
+__all__ = ["aggregate_zones", "phase_pressure", "choose_phases", "advance_signals", "count_conflicting_greens"]
+
+
+def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
+    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    return np.bincount(owner, weights=values, minlength=len(ptr) - 1)
+
+
+def aggregate_zones(lane_values, zone_ptr, zone_lane, zone_weight, out):
+    out[:] = _segment_sum(zone_weight * lane_values[zone_lane], zone_ptr)
+
+
+def phase_pressure(upstream, downstream, term_ptr, term_in, term_out, term_weight, out):
+    out[:] = _segment_sum(term_weight * (upstream[term_in] - downstream[term_out]), term_ptr)
+
+
+def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s,
+                  switch_margin, requested):
+    requested[:] = KEEP
+    for signal in range(len(requested)):
+        first, last = phase_ptr[signal], phase_ptr[signal + 1]
+        if stage[signal] != STAGE_GREEN or stage_time_s[signal] < min_green_s[signal] or last - first < 2:
+            continue
+        scores = score[first:last]
+        current = green_phase[signal]
+        best = int(np.argmax(scores))
+        others = scores.copy()
+        others[current] = -np.inf
+        if stage_time_s[signal] >= max_green_s[signal]:
+            requested[signal] = int(np.argmax(others))
+        elif best != current and scores[best] > scores[current] + switch_margin[signal]:
+            requested[signal] = best
+
+
+def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, yellow_s, all_red_s,
+                    min_green_s, green_phase, next_phase, stage, stage_time_s, changed):
+    stage_time_s += dt_s
+    n_phases = np.diff(phase_ptr)
+    in_green = stage == STAGE_GREEN
+    wants = in_green & (requested >= 0) & (requested != green_phase) & (stage_time_s >= min_green_s) \
+        & (requested < n_phases)
+    target = np.where(wants, requested, 0)
+    clearance = needs_clearance[transition_offset[:-1] + green_phase * n_phases + target] & wants
+    yellow_done = (stage == STAGE_YELLOW) & (stage_time_s >= yellow_s)
+    all_red_done = (stage == STAGE_ALL_RED) & (stage_time_s >= all_red_s)
+    to_all_red = yellow_done & (all_red_s > 0)
+    to_green = (yellow_done & ~to_all_red) | all_red_done
+
+    next_phase[wants] = target[wants]
+    direct = wants & ~clearance
+    green_phase[direct] = target[direct]
+    stage[wants & clearance] = STAGE_YELLOW
+    stage[to_all_red] = STAGE_ALL_RED
+    stage[to_green] = STAGE_GREEN
+    green_phase[to_green] = next_phase[to_green]
+    changed[:] = wants | to_all_red | to_green
+    stage_time_s[changed] = 0.0
+
+
+def count_conflicting_greens(protected, link_offset, conflict_offset, conflict, out):
+    for signal in range(len(out)):
+        start, stop = link_offset[signal], link_offset[signal + 1]
+        n = stop - start
+        matrix = conflict[conflict_offset[signal]:conflict_offset[signal] + n * n].reshape(n, n)
+        green = protected[start:stop]
+        out[signal] = int(np.triu(matrix & np.outer(green, green), 1).sum())

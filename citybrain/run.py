@@ -1,0 +1,131 @@
+"""Run controllers on a scenario in SUMO: `simulate` one, `compare` several in parallel."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from .config import ControllerConfig, SignalTiming
+from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS, make_controller
+from .engine import Engine
+from .metrics import read_tripinfo
+from .network import load_network
+from .safety import SafetyMonitor
+from .scenario import load_scenario
+from .sumo_adapter import SumoOptions, SumoSimulation
+
+__all__ = ["RunOptions", "simulate", "compare", "DEFAULT_COMPARE"]
+
+DEFAULT_COMPARE = ("fixed", "actuated", "maxpressure", "citybrain")
+Progress = Callable[[float], None]   # called with simulated seconds just completed
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    backend: str = "libsumo"
+    seed: int = 42
+    begin_s: float | None = None
+    end_s: float | None = None
+    timing: SignalTiming = field(default_factory=SignalTiming)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+
+
+def simulate(scenario_path: str | Path, controller_name: str, options: RunOptions = RunOptions(),
+             progress: Progress | None = None) -> dict:
+    """Run one controller over the scenario; returns its metrics as a dict."""
+    if controller_name not in CONTROLLER_NAMES:
+        raise ValueError(f"unknown controller {controller_name!r}; choose from {', '.join(CONTROLLER_NAMES)}")
+    scenario = load_scenario(scenario_path)
+    network = load_network(scenario.net_file)
+    native = NATIVE_PROGRAMS.get(controller_name)
+    engine = None if native else Engine(network, make_controller(controller_name, network, options.controller),
+                                        options.timing)
+    period_s = options.timing.control_period_s
+    monitor = SafetyMonitor(network, options.timing.min_green_s, period_s)
+    sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native)
+    engine_s = 0.0
+    started = time.perf_counter()
+    sim = SumoSimulation(scenario, network, sumo_options)
+    try:
+        with sim:
+            while sim.running():
+                if engine is not None:
+                    tick = time.perf_counter()
+                    frame = sim.read_frame()
+                    commands = engine.step(frame)
+                    sim.apply(commands)
+                    engine_s += time.perf_counter() - tick
+                sim.advance(period_s)
+                monitor.observe(sim.read_signal_states())
+                if progress:
+                    progress(period_s)
+        metrics = read_tripinfo(sim.tripinfo_path, sim.loaded_veh)
+    finally:
+        sim.cleanup()
+    report = monitor.report
+    return {
+        **metrics.as_dict(),
+        "teleports": sim.teleports,
+        "safety_violations": report.violations,
+        "safety": report.as_dict(),
+        "signals": network.n_signals,
+        "simulated_s": sim.end_s - sim.begin_s,
+        "wall_s": round(time.perf_counter() - started, 3),
+        "engine_s": round(engine_s, 3),
+    }
+
+
+def _simulate_in_worker(scenario_path: str, controller_name: str, options: RunOptions, queue) -> tuple[str, dict]:
+    def progress(seconds: float) -> None:
+        queue.put(seconds)
+    return controller_name, simulate(scenario_path, controller_name, options, progress)
+
+
+def compare(scenario_path: str | Path, controllers: tuple[str, ...] = DEFAULT_COMPARE,
+            options: RunOptions = RunOptions(), workers: int | None = None,
+            progress_total: Callable[[float], Callable[[float], None]] | None = None) -> dict:
+    """Run each controller in its own process (libsumo allows one simulation per
+    process), as many at a time as there are cores. Returns the report dict."""
+    unknown = [c for c in controllers if c not in CONTROLLER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
+    scenario = load_scenario(scenario_path)
+    load_network(scenario.net_file)  # fail fast, in this process, on an unusable net
+    begin = scenario.begin_s if options.begin_s is None else options.begin_s
+    end = scenario.end_s if options.end_s is None else options.end_s
+    options = replace(options, begin_s=begin, end_s=end)
+    workers = workers or min(len(controllers), os.cpu_count() or 1)
+    context = multiprocessing.get_context("spawn")
+    results: dict[str, dict] = {}
+    with context.Manager() as manager:
+        queue = manager.Queue()
+        update = progress_total((end - begin) * len(controllers)) if progress_total else None
+        with ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
+            futures = [pool.submit(_simulate_in_worker, str(scenario_path), name, options, queue)
+                       for name in controllers]
+            pending = set(futures)
+            while pending:
+                while not queue.empty():
+                    seconds = queue.get()
+                    if update:
+                        update(seconds)
+                done = {f for f in pending if f.done()}
+                for future in done:
+                    name, result = future.result()
+                    results[name] = result
+                pending -= done
+                if pending:
+                    time.sleep(0.2)
+    return {
+        "scenario": scenario.name,
+        "config": str(scenario.config),
+        "begin_s": begin,
+        "end_s": end,
+        "seed": options.seed,
+        "backend": options.backend,
+        "controllers": {name: results[name] for name in controllers},
+    }

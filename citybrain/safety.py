@@ -1,0 +1,141 @@
+"""The always-on safety layer, and an independent monitor of what SUMO showed.
+
+`SafetyLayer` owns every signal's stage machine. Controllers only *request*
+phases; the layer decides what is displayed: candidate phases from the net's
+own program, yellow then all-red clearance of the net's own length before any
+link loses green, and the minimum green.
+
+`SafetyMonitor` audits the state strings read back from the simulator, for any
+controller (ours, or SUMO's fixed/actuated programs), against the net's
+conflict data. It is how `safety_violations` is counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import SignalTiming
+from .kernels import STAGE_GREEN, advance_signals, count_conflicting_greens
+from .network import Network
+
+__all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport"]
+
+
+class SafetyLayer:
+    """Stage machine of every signal: green -> yellow -> all-red -> green."""
+
+    def __init__(self, network: Network, timing: SignalTiming):
+        self.network = network
+        n = network.n_signals
+        self.dt_s = timing.control_period_s
+        self.min_green_s = np.full(n, timing.min_green_s, dtype=np.float64)
+        self.green_phase = np.zeros(n, dtype=np.int32)
+        self.next_phase = np.zeros(n, dtype=np.int32)
+        self.stage = np.full(n, STAGE_GREEN, dtype=np.int8)
+        self.stage_time_s = np.zeros(n, dtype=np.float64)
+        self.changed = np.zeros(n, dtype=bool)
+        self._state_cache: dict[tuple[int, int, int, int], str] = {}
+
+    def advance(self, requested: np.ndarray) -> np.ndarray:
+        """Apply this period's requests; returns the mask of signals whose display changed."""
+        net = self.network
+        advance_signals(
+            requested, self.dt_s, net.phase_ptr, net.transition_offset, net.needs_clearance,
+            net.yellow_s, net.all_red_s, self.min_green_s,
+            self.green_phase, self.next_phase, self.stage, self.stage_time_s, self.changed,
+        )
+        return self.changed
+
+    def state_string(self, signal: int) -> str:
+        key = (signal, int(self.stage[signal]), int(self.green_phase[signal]), int(self.next_phase[signal]))
+        state = self._state_cache.get(key)
+        if state is None:
+            state = self._state_cache[key] = self.network.signal_state(*key)
+        return state
+
+
+@dataclass
+class SafetyReport:
+    conflicting_green_steps: int = 0     # (signal, step) pairs showing two foes in protected green
+    missing_yellow: int = 0              # a link went from green straight to red
+    short_yellow: int = 0                # a link's yellow was shorter than its signal's yellow_s
+    short_green: int = 0                 # a link's green ended before min_green_s
+    by_signal: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def violations(self) -> int:
+        return self.conflicting_green_steps + self.missing_yellow + self.short_yellow + self.short_green
+
+    def as_dict(self) -> dict:
+        return {
+            "conflicting_green_steps": self.conflicting_green_steps,
+            "missing_yellow": self.missing_yellow,
+            "short_yellow": self.short_yellow,
+            "short_green": self.short_green,
+        }
+
+
+_GREEN = np.frombuffer(b"Gg", dtype=np.uint8)
+_YELLOW = np.frombuffer(b"y", dtype=np.uint8)
+
+
+class SafetyMonitor:
+    """Checks the signal states a simulator actually displayed, step by step."""
+
+    def __init__(self, network: Network, min_green_s: float, dt_s: float):
+        self.network = network
+        self.dt_s = dt_s
+        self.min_green_s = min_green_s
+        self.link_offset = network.link_offset
+        n_links = int(self.link_offset[-1])
+        owner = np.repeat(np.arange(network.n_signals), network.signal_n_links)
+        self.link_yellow_s = network.yellow_s[owner]
+        self.green_run_s = np.zeros(n_links)
+        self.yellow_run_s = np.zeros(n_links)
+        self.was_green = np.zeros(n_links, dtype=bool)
+        self.was_yellow = np.zeros(n_links, dtype=bool)
+        self.seen_green_start = np.zeros(n_links, dtype=bool)  # green began while observed
+        self.conflicts = np.zeros(network.n_signals, dtype=np.int64)
+        self.owner = owner
+        self.report = SafetyReport()
+
+    def observe(self, states: list[str]) -> None:
+        """`states[i]` is the state string signal i showed during the last period."""
+        codes = np.frombuffer("".join(states).encode("ascii"), dtype=np.uint8)
+        if codes.size != self.green_run_s.size:
+            raise ValueError(f"expected {self.green_run_s.size} link states, got {codes.size}")
+        green = np.isin(codes, _GREEN)
+        yellow = codes == _YELLOW[0]
+        protected = codes == _GREEN[0]
+        report = self.report
+
+        count_conflicting_greens(protected, self.link_offset, self.network.conflict_offset,
+                                 self.network.conflict, self.conflicts)
+        bad = self.conflicts > 0
+        report.conflicting_green_steps += int(bad.sum())
+        self._blame(bad.astype(np.int64))
+
+        red = ~green & ~yellow
+        ended_green = self.was_green & ~green
+        missing = self.was_green & red
+        short_yellow = self.was_yellow & red & (self.yellow_run_s < self.link_yellow_s - 1e-6)
+        short_green = ended_green & self.seen_green_start & (self.green_run_s < self.min_green_s - 1e-6)
+        report.missing_yellow += int(missing.sum())
+        report.short_yellow += int(short_yellow.sum())
+        report.short_green += int(short_green.sum())
+        self._blame_links(missing | short_yellow | short_green)
+
+        self.seen_green_start = np.where(green & ~self.was_green, True, self.seen_green_start & green)
+        self.green_run_s = np.where(green, self.green_run_s + self.dt_s, 0.0)
+        self.yellow_run_s = np.where(yellow, self.yellow_run_s + self.dt_s, 0.0)
+        self.was_green, self.was_yellow = green, yellow
+
+    def _blame(self, events_per_signal: np.ndarray) -> None:
+        for index in np.flatnonzero(events_per_signal):
+            sid = self.network.signal_ids[index]
+            self.report.by_signal[sid] = self.report.by_signal.get(sid, 0) + int(events_per_signal[index])
+
+    def _blame_links(self, links: np.ndarray) -> None:
+        if links.any():
+            self._blame(np.bincount(self.owner[links], minlength=self.network.n_signals))

@@ -1,0 +1,74 @@
+"""A scenario: a folder with one `.sumocfg` (or the `.sumocfg` itself)."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Scenario", "ScenarioError", "load_scenario"]
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be run, naming the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    config: Path
+    net_file: Path
+    route_files: tuple[Path, ...]
+    additional_files: tuple[Path, ...]
+    begin_s: float
+    end_s: float
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    if path.is_dir():
+        configs = sorted(path.glob("*.sumocfg"))
+        if len(configs) != 1:
+            found = ", ".join(c.name for c in configs) or "none"
+            raise ScenarioError(f"{path}: a scenario folder needs exactly one .sumocfg (found: {found})")
+        path = configs[0]
+    if not path.is_file():
+        raise ScenarioError(f"{path}: no such scenario (give a folder or a .sumocfg file)")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise ScenarioError(f"{path}: not valid XML ({exc})") from exc
+    if root.tag != "configuration":
+        raise ScenarioError(f"{path}: root element is <{root.tag}>, expected <configuration>")
+
+    def value(section: str, key: str) -> str | None:
+        node = root.find(f"{section}/{key}")
+        if node is None:
+            node = root.find(f".//{key}")
+        return None if node is None else node.get("value")
+
+    def files(key: str) -> tuple[Path, ...]:
+        raw = value("input", key) or ""
+        out = []
+        for name in raw.replace(",", " ").split():
+            file = (path.parent / name).resolve()
+            if not file.is_file():
+                raise ScenarioError(f"{path}: <{key}> names {name!r}, which does not exist")
+            out.append(file)
+        return tuple(out)
+
+    nets = files("net-file")
+    if len(nets) != 1:
+        raise ScenarioError(f"{path}: needs exactly one <net-file>")
+
+    def seconds(key: str, default: float) -> float:
+        raw = value("time", key)
+        try:
+            return default if raw is None else float(raw)
+        except ValueError:
+            raise ScenarioError(f"{path}: <{key} value={raw!r}> is not a number of seconds") from None
+
+    begin, end = seconds("begin", 0.0), seconds("end", 3600.0)
+    if end <= begin:
+        raise ScenarioError(f"{path}: end ({end}) must be after begin ({begin})")
+    name = path.parent.name if path.parent.name else path.stem
+    return Scenario(name, path.resolve(), nets[0], files("route-files"), files("additional-files"), begin, end)

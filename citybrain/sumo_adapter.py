@@ -1,0 +1,191 @@
+"""SUMO as a source of detector frames and a sink of signal commands.
+
+The only module that imports traci or libsumo. libsumo runs SUMO inside this
+process (fast, one simulation per process); TraCI talks to a `sumo` child
+process over a socket and reads everything through subscriptions, one round
+trip per step. Both give identical results for the same seed.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .engine import SignalCommands
+from .frame import DetectorFrame
+from .network import Network
+from .scenario import Scenario
+from .sumo_home import ensure_sumo_home, sumo_binary
+
+__all__ = ["SumoSimulation", "SumoOptions", "BACKENDS"]
+
+BACKENDS = ("libsumo", "traci")
+ACTUATED_PROGRAM_ID = "citybrain-actuated"
+# SUMO's own defaults for actuated phases without minDur/maxDur (netconvert --tls.min-dur/--tls.max-dur).
+_ACTUATED_MIN_DUR_S, _ACTUATED_MAX_DUR_S = 5.0, 50.0
+
+
+@dataclass(frozen=True)
+class SumoOptions:
+    backend: str = "libsumo"
+    seed: int = 42
+    begin_s: float | None = None
+    end_s: float | None = None
+    native_program: str | None = None   # None: we control signals; else "static" or "actuated"
+
+
+class SumoSimulation:
+    """One running SUMO simulation. Use as a context manager."""
+
+    def __init__(self, scenario: Scenario, network: Network, options: SumoOptions, workdir: Path | None = None):
+        if options.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
+        self.scenario = scenario
+        self.network = network
+        self.options = options
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="citybrain-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self.tripinfo_path = self.workdir / "tripinfo.xml"
+        self.log_path = self.workdir / "sumo.log"
+        self.begin_s = scenario.begin_s if options.begin_s is None else options.begin_s
+        self.end_s = scenario.end_s if options.end_s is None else options.end_s
+        self.teleports = 0
+        self.loaded_veh = 0
+        self._api = None
+        self._vehicles = np.zeros(network.n_lanes)
+        self._halting = np.zeros(network.n_lanes)
+        self._occupancy = np.zeros(network.n_lanes)
+
+    # -- lifecycle ---------------------------------------------------------
+    def __enter__(self) -> "SumoSimulation":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        ensure_sumo_home()
+        additional = list(self.scenario.additional_files)
+        if self.options.native_program == "actuated":
+            additional.append(self._write_actuated_programs())
+        args = [
+            sumo_binary("sumo"), "-c", str(self.scenario.config),
+            "--seed", str(self.options.seed),
+            "--begin", _fmt(self.begin_s), "--end", _fmt(self.end_s),
+            "--tripinfo-output", str(self.tripinfo_path),
+            "--log", str(self.log_path),
+            "--no-step-log", "true", "--duration-log.disable", "true",
+        ]
+        if additional:
+            args += ["--additional-files", ",".join(str(p) for p in additional)]
+        if self.options.backend == "libsumo":
+            import libsumo as api
+            api.start(args)
+        else:
+            import traci as api
+            api.start(args, label=f"citybrain-{id(self)}")
+            api.switch(f"citybrain-{id(self)}")
+        self._api = api
+        self.step_s = api.simulation.getDeltaT()
+        if self.options.native_program == "actuated":
+            for signal_id in self.network.signal_ids:
+                api.trafficlight.setProgram(signal_id, ACTUATED_PROGRAM_ID)
+        if self.options.backend == "traci":
+            self._subscribe()
+        ensure_sumo_home()  # `import libsumo` resets SUMO_HOME; keep ours for later tool calls
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    @property
+    def time_s(self) -> float:
+        return self._api.simulation.getTime()
+
+    # -- the loop ----------------------------------------------------------
+    def advance(self, seconds: float) -> None:
+        """Run SUMO for `seconds` of simulated time (whole steps)."""
+        api = self._api
+        for _ in range(max(1, round(seconds / self.step_s))):
+            api.simulationStep()
+            self.teleports += api.simulation.getStartingTeleportNumber()
+            self.loaded_veh += api.simulation.getLoadedNumber()
+
+    def read_frame(self) -> DetectorFrame:
+        lane_api = self._api.lane
+        if self.options.backend == "traci":
+            results = lane_api.getAllSubscriptionResults()
+            for i, lane_id in enumerate(self.network.lane_ids):
+                values = results[lane_id]
+                self._vehicles[i] = values[_VAR_VEHICLES]
+                self._halting[i] = values[_VAR_HALTING]
+                self._occupancy[i] = values[_VAR_OCCUPANCY]
+        else:
+            vehicles, halting, occupancy = (
+                lane_api.getLastStepVehicleNumber, lane_api.getLastStepHaltingNumber, lane_api.getLastStepOccupancy)
+            for i, lane_id in enumerate(self.network.lane_ids):
+                self._vehicles[i] = vehicles(lane_id)
+                self._halting[i] = halting(lane_id)
+                self._occupancy[i] = occupancy(lane_id)
+        return DetectorFrame(self.time_s, self._vehicles.copy(), self._halting.copy(), self._occupancy.copy())
+
+    def apply(self, commands: SignalCommands) -> None:
+        set_state = self._api.trafficlight.setRedYellowGreenState
+        for signal, state in zip(commands.signals, commands.states):
+            set_state(self.network.signal_ids[signal], state)
+
+    def read_signal_states(self) -> list[str]:
+        if self.options.backend == "traci":
+            results = self._api.trafficlight.getAllSubscriptionResults()
+            return [results[sid][_VAR_TLS_STATE] for sid in self.network.signal_ids]
+        get_state = self._api.trafficlight.getRedYellowGreenState
+        return [get_state(sid) for sid in self.network.signal_ids]
+
+    def running(self) -> bool:
+        return self.time_s < self.end_s - 1e-9
+
+    # -- helpers -----------------------------------------------------------
+    def _subscribe(self) -> None:
+        api = self._api
+        for lane_id in self.network.lane_ids:
+            api.lane.subscribe(lane_id, [_VAR_VEHICLES, _VAR_HALTING, _VAR_OCCUPANCY])
+        for signal_id in self.network.signal_ids:
+            api.trafficlight.subscribe(signal_id, [_VAR_TLS_STATE])
+
+    def _write_actuated_programs(self) -> Path:
+        """The net's own phases as SUMO actuated programs (SUMO places the loops)."""
+        lines = ["<additional>"]
+        for signal_id, program in zip(self.network.signal_ids, self.network.programs):
+            lines.append(f'    <tlLogic id="{signal_id}" type="actuated" programID="{ACTUATED_PROGRAM_ID}" offset="0">')
+            for state, duration, min_dur, max_dur in program:
+                if any(ch in "Gg" for ch in state) and "y" not in state:
+                    lo = min_dur if min_dur >= 0 else min(_ACTUATED_MIN_DUR_S, duration)
+                    hi = max_dur if max_dur >= 0 else max(_ACTUATED_MAX_DUR_S, duration)
+                    lines.append(f'        <phase duration="{_fmt(duration)}" state="{state}" '
+                                 f'minDur="{_fmt(lo)}" maxDur="{_fmt(hi)}"/>')
+                else:
+                    lines.append(f'        <phase duration="{_fmt(duration)}" state="{state}"/>')
+            lines.append("    </tlLogic>")
+        lines.append("</additional>")
+        path = self.workdir / "actuated.add.xml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:g}"
+
+
+# TraCI variable ids (traci.constants), spelled out so libsumo runs need not import traci.
+_VAR_VEHICLES = 0x10      # LAST_STEP_VEHICLE_NUMBER
+_VAR_HALTING = 0x14       # LAST_STEP_VEHICLE_HALTING_NUMBER
+_VAR_OCCUPANCY = 0x13     # LAST_STEP_OCCUPANCY
+_VAR_TLS_STATE = 0x20     # TL_RED_YELLOW_GREEN_STATE

@@ -1,0 +1,53 @@
+"""The command line, end to end, on the short scenario."""
+import json
+import subprocess
+import sys
+
+from .conftest import SHORT
+
+KEYS = {"mean_delay_s", "mean_travel_time_s", "mean_waiting_s", "mean_stops", "throughput_veh",
+        "teleports", "safety_violations"}
+
+
+def citybrain(*args):
+    return subprocess.run([sys.executable, "-m", "citybrain.cli", *args], capture_output=True, text=True)
+
+
+def test_compare_prints_table_and_writes_json(tmp_path):
+    out = tmp_path / "report.json"
+    run = citybrain("compare", str(SHORT), "--end", "150", "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    assert report["scenario"] == "grid3x3-short" and report["end_s"] == 150
+    assert list(report["controllers"]) == ["fixed", "actuated", "maxpressure", "citybrain"]
+    for name, result in report["controllers"].items():
+        assert KEYS <= set(result), name
+        assert result["throughput_veh"] > 0
+        assert name in run.stdout
+    for name in ("maxpressure", "citybrain"):
+        assert report["controllers"][name]["safety_violations"] == 0
+
+
+def test_simulate_traci_backend_matches_libsumo(tmp_path):
+    results = {}
+    for backend in ("libsumo", "traci"):
+        out = tmp_path / f"{backend}.json"
+        run = citybrain("simulate", str(SHORT), "--controller", "citybrain", "--backend", backend,
+                        "--json", str(out))
+        assert run.returncode == 0, run.stderr
+        results[backend] = json.loads(out.read_text())["controllers"]["citybrain"]
+    for key in KEYS:
+        assert results["libsumo"][key] == results["traci"][key], key
+
+
+def test_broken_scenario_gives_clear_error(tmp_path):
+    cfg = tmp_path / "bad.sumocfg"
+    cfg.write_text('<configuration><input><net-file value="missing.net.xml"/></input></configuration>')
+    run = citybrain("simulate", str(cfg))
+    assert run.returncode == 2
+    assert "missing.net.xml" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_unknown_controller_is_refused():
+    run = citybrain("compare", str(SHORT), "--controllers", "fixed,psychic")
+    assert run.returncode == 2 and "psychic" in run.stderr

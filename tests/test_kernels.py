@@ -1,0 +1,101 @@
+"""Each numba kernel against its plain-numpy oracle in citybrain.reference."""
+import numpy as np
+import pytest
+
+from citybrain import kernels, reference
+from citybrain.network import load_network
+
+from .conftest import GRID10_NET
+
+
+def csr(rng, n_rows, max_len, n_cols):
+    lengths = rng.integers(0, max_len + 1, n_rows)
+    ptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    idx = rng.integers(0, n_cols, ptr[-1]).astype(np.int32)
+    return ptr, idx, rng.random(ptr[-1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_aggregate_zones_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    ptr, idx, w = csr(rng, 300, 4, 500)
+    values = rng.random(500) * 20
+    fast, slow = np.zeros(300), np.zeros(300)
+    kernels.aggregate_zones(values, ptr, idx, w, fast)
+    reference.aggregate_zones(values, ptr, idx, w, slow)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_phase_pressure_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    ptr, term_in, w = csr(rng, 200, 6, 400)
+    term_out = rng.integers(0, 400, len(term_in)).astype(np.int32)
+    up, down = rng.random(400) * 10, rng.random(400) * 10
+    fast, slow = np.zeros(200), np.zeros(200)
+    kernels.phase_pressure(up, down, ptr, term_in, term_out, w, fast)
+    reference.phase_pressure(up, down, ptr, term_in, term_out, w, slow)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    assert np.any(fast != 0)
+
+
+def random_signal_state(rng, n_signals):
+    n_phases = rng.integers(1, 5, n_signals)
+    phase_ptr = np.concatenate(([0], np.cumsum(n_phases))).astype(np.int32)
+    return n_phases, phase_ptr
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_choose_phases_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    n_phases, phase_ptr = random_signal_state(rng, n)
+    # Integer scores make ties common, so tie-breaking is tested too.
+    score = rng.integers(-3, 6, phase_ptr[-1]).astype(np.float64)
+    green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
+    stage = rng.integers(0, 3, n).astype(np.int8)
+    t = rng.integers(0, 80, n).astype(np.float64)
+    min_g, max_g = np.full(n, 5.0), np.full(n, 60.0)
+    margin = rng.integers(0, 3, n).astype(np.float64)
+    fast, slow = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    kernels.choose_phases(score, phase_ptr, green, stage, t, min_g, max_g, margin, fast)
+    reference.choose_phases(score, phase_ptr, green, stage, t, min_g, max_g, margin, slow)
+    np.testing.assert_array_equal(fast, slow)
+    assert (fast >= 0).any() and (fast == kernels.KEEP).any()
+
+
+def test_advance_signals_matches_reference_over_many_steps():
+    rng = np.random.default_rng(1)
+    net = load_network(GRID10_NET)
+    n = net.n_signals
+    yellow = rng.choice([2.0, 2.5, 3.0, 4.0], n)
+    all_red = rng.choice([0.0, 0.0, 1.0, 2.0], n)
+    min_g = np.full(n, 5.0)
+    states = []
+    for _ in range(2):
+        states.append(dict(green=np.zeros(n, np.int32), nxt=np.zeros(n, np.int32),
+                           stage=np.zeros(n, np.int8), t=np.zeros(n), changed=np.zeros(n, bool)))
+    n_phases = np.diff(net.phase_ptr)
+    stages_seen = set()
+    for _ in range(300):
+        requested = np.where(rng.random(n) < 0.3, rng.integers(0, 100, n) % n_phases, -1).astype(np.int32)
+        for impl, s in zip((kernels, reference), states):
+            impl.advance_signals(requested, 1.0, net.phase_ptr, net.transition_offset, net.needs_clearance,
+                                 yellow, all_red, min_g, s["green"], s["nxt"], s["stage"], s["t"], s["changed"])
+        for key in states[0]:
+            np.testing.assert_array_equal(states[0][key], states[1][key], err_msg=key)
+        stages_seen |= set(states[0]["stage"].tolist())
+    assert stages_seen == {kernels.STAGE_GREEN, kernels.STAGE_YELLOW, kernels.STAGE_ALL_RED}
+
+
+def test_count_conflicting_greens_matches_reference():
+    rng = np.random.default_rng(3)
+    net = load_network(GRID10_NET)
+    offsets = net.link_offset
+    protected = rng.random(int(offsets[-1])) < 0.4
+    fast = np.zeros(net.n_signals, np.int64)
+    slow = np.zeros(net.n_signals, np.int64)
+    kernels.count_conflicting_greens(protected, offsets, net.conflict_offset, net.conflict, fast)
+    reference.count_conflicting_greens(protected, offsets, net.conflict_offset, net.conflict, slow)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.sum() > 0
