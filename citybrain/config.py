@@ -19,11 +19,8 @@ class SignalTiming:
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    """Parameters of the adaptive controllers. One default for every network:
-    per-signal values are derived from the net (clearance times, lane counts)."""
+    """Parameters of the adaptive controllers: one default for every network."""
 
     max_green_s: float = 60.0
     # Weight of a moving (not yet queued) vehicle relative to a halted one.
-    moving_vehicle_weight: float = 0.5
-    # Vehicles a lane discharges per second of green (about 1,800 veh/h).
-    saturation_flow_veh_s: float = 0.5
+    moving_vehicle_weight: float = 0.25

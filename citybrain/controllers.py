@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .config import ControllerConfig, SignalTiming
+from .config import ControllerConfig
 from .frame import DetectorFrame
 from .kernels import aggregate_zones, choose_phases, phase_pressure
 from .network import Network
@@ -59,6 +59,7 @@ class _PressureController:
         self.zone_vehicles = np.zeros(n_lanes)
         self.score = np.zeros(network.n_phases)
         self.max_green_s = np.full(network.n_signals, config.max_green_s)
+        # Both controllers switch as soon as another phase scores higher (see CityBrainController).
         self.switch_margin = np.zeros(network.n_signals)
 
     def _zones(self, frame: DetectorFrame) -> None:
@@ -88,29 +89,26 @@ class MaxPressureController(_PressureController):
 
 
 class CityBrainController(_PressureController):
-    """Max-pressure made queue- and occupancy-aware, with the cost of switching.
+    """Max-pressure over queued *and approaching* vehicles, with a max green.
 
-    - Upstream demand counts queued vehicles and, at a discount, moving ones
-      that will reach the stop line within the current decision horizon.
-    - Downstream, vehicles already on the exit lane (spill-back risk) count
-      against the movement, so green is not spent on a blocked exit.
-    - A switch wastes the signal's clearance time (yellow + all-red); it must
-      win more than the vehicles that time could have discharged.
+    - Demand on a lane counts its queue plus, at a discount, the moving vehicles
+      in its detection zone that will join it within the next decisions; plain
+      max-pressure sees a platoon only once it has stopped.
+    - Downstream is weighed the same way, so green is not spent feeding an
+      exit lane that is filling up (spill-back).
     - max green bounds the wait of every other approach.
+    The discount (0.25) and max green (60 s) were chosen once on grid10x10 and
+    are the same for every network; a switching threshold equal to the
+    discharge lost in clearance was tried and raised delay (117.7 s vs 106.3 s).
     """
 
     name = "citybrain"
-
-    def __init__(self, network: Network, config: ControllerConfig):
-        super().__init__(network, config)
-        lost_time_s = network.yellow_s + network.all_red_s
-        self.switch_margin[:] = lost_time_s * config.saturation_flow_veh_s
 
     def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
         self._zones(frame)
         moving = self.zone_vehicles - self.zone_halting
         self.upstream[:] = self.zone_halting + self.config.moving_vehicle_weight * moving
-        self.downstream[:] = self.zone_vehicles
+        self.downstream[:] = self.upstream
         self._choose(signals, requested)
 
 
