@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["SignalTiming", "ControllerConfig"]
 
 
@@ -14,7 +16,15 @@ class SignalTiming:
     never shortened; these are the rules the net does not state."""
 
     min_green_s: float = 5.0
+    # A signal's minimum green is also at least this multiple of its clearance
+    # (yellow + all-red), so switching never spends more than a third of a short
+    # cycle in clearance. With 5 s yellows (cologne1) that is 10 s.
+    min_green_per_clearance: float = 2.0
     control_period_s: float = 1.0
+
+    def min_green_of(self, clearance_s):
+        """Per-signal minimum green for an array of clearance times."""
+        return np.maximum(self.min_green_s, self.min_green_per_clearance * clearance_s)
 
 
 @dataclass(frozen=True)

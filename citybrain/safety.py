@@ -29,7 +29,7 @@ class SafetyLayer:
         self.network = network
         n = network.n_signals
         self.dt_s = timing.control_period_s
-        self.min_green_s = np.full(n, timing.min_green_s, dtype=np.float64)
+        self.min_green_s = timing.min_green_of(network.yellow_s + network.all_red_s).astype(np.float64)
         self.green_phase = np.zeros(n, dtype=np.int32)
         self.next_phase = np.zeros(n, dtype=np.int32)
         self.stage = np.full(n, STAGE_GREEN, dtype=np.int8)

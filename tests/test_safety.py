@@ -28,10 +28,11 @@ def test_layer_serves_full_yellow_then_new_green(grid):
     for _ in range(12):
         layer.advance(want)
         shown.append((int(layer.stage[0]), int(layer.green_phase[0])))
-    # 5 s of min green, 3 s yellow (no all-red in this net), then phase 2.
-    assert shown[:4] == [(STAGE_GREEN, 0)] * 4
-    assert shown[4:7] == [(STAGE_YELLOW, 0)] * 3
-    assert shown[7] == (STAGE_GREEN, 2)
+    # Min green max(5 s, 2 x 3 s clearance) = 6 s, 3 s yellow (no all-red in this net), then phase 2.
+    assert layer.min_green_s[0] == 6.0
+    assert shown[:5] == [(STAGE_GREEN, 0)] * 5
+    assert shown[5:8] == [(STAGE_YELLOW, 0)] * 3
+    assert shown[8] == (STAGE_GREEN, 2)
 
 
 def test_layer_rounds_fractional_clearance_up(grid):
