@@ -1,7 +1,7 @@
 """Generate the project's own SUMO networks and scenarios, reproducibly.
 
-    python networks/generate.py            # all of them
-    python networks/generate.py grid3x3    # one
+    make networks                                   # all of them
+    .venv/bin/python networks/generate.py grid3x3-short   # one
 
 Each grid is built by `netgenerate` with a fixed seed: signalised 4-leg
 intersections (the inner n x n nodes, listed explicitly with --tls.set so no
@@ -20,10 +20,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # runs from a checkout before `pip install -e .`, too
+from citybrain.sumo_home import sumo_binary, sumo_tool
 
-from citybrain.sumo_home import sumo_binary, sumo_tool  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,6 @@ class GridSpec:
     name: str
     size: int               # signalised intersections per side
     block_m: float
-    trips_per_hour: int
-    duration_s: int
     seed: int
 
 
@@ -45,8 +42,8 @@ class ScenarioSpec:
     seed: int
 
 
-GRID10 = GridSpec("grid10x10", 10, 200.0, 0, 0, 42)
-GRID3 = GridSpec("grid3x3", 3, 200.0, 0, 0, 7)
+GRID10 = GridSpec("grid10x10", 10, 200.0, seed=42)
+GRID3 = GridSpec("grid3x3", 3, 200.0, seed=7)
 
 SCENARIOS = {
     "grid10x10": ScenarioSpec("grid10x10", GRID10, trips_per_hour=7000, duration_s=3600, seed=42),
