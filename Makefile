@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench networks clean
+.PHONY: setup demo test bench networks berlin clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ bench: $(STAMP)
 
 networks: $(STAMP)
 	$(PY) networks/generate.py
+
+# SUMO's Berlin piece with generated demand; built per machine (its net lives in the venv).
+berlin: $(STAMP)
+	$(PY) networks/generate.py berlin
+	$(VENV)/bin/citybrain compare scenarios/berlin --json results/berlin.json
 
 clean:
 	rm -rf $(VENV) results

@@ -91,6 +91,10 @@ class SafetyMonitor:
         n_links = int(self.link_offset[-1])
         owner = np.repeat(np.arange(network.n_signals), network.signal_n_links)
         self.link_yellow_s = network.yellow_s[owner]
+        # Clearance and minimum green are judged on vehicle links only: pedestrian
+        # crossings go from green to red with no yellow by design.
+        self.vehicle_link = np.zeros(n_links, dtype=bool)
+        self.vehicle_link[self.link_offset[network.move_signal] + network.move_link] = True
         self.green_run_s = np.zeros(n_links)
         self.yellow_run_s = np.zeros(n_links)
         self.was_green = np.zeros(n_links, dtype=bool)
@@ -116,8 +120,8 @@ class SafetyMonitor:
         report.conflicting_green_steps += int(bad.sum())
         self._blame(bad.astype(np.int64))
 
-        red = ~green & ~yellow
-        ended_green = self.was_green & ~green
+        red = ~green & ~yellow & self.vehicle_link
+        ended_green = self.was_green & ~green & self.vehicle_link
         missing = self.was_green & red
         short_yellow = self.was_yellow & red & (self.yellow_run_s < self.link_yellow_s - 1e-6)
         short_green = ended_green & self.seen_green_start & (self.green_run_s < self.min_green_s - 1e-6)

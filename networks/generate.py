@@ -124,12 +124,49 @@ def build_scenario(spec: ScenarioSpec, net: Path, root: Path) -> Path:
     return cfg
 
 
+def build_berlin(root: Path, trips_per_hour: int = 1500, seed: int = 42) -> Path:
+    """The piece of Berlin SUMO ships (tools/game/DRT/osm.net.xml, 15 signals),
+    with seeded random passenger demand: SUMO ships the net but no traffic for it.
+    The net stays in the installed wheel, so the .sumocfg names it by absolute
+    path and the scenario is built per machine (scenarios/berlin is not committed)."""
+    net = Path(sumo_tool("game/DRT/osm.net.xml"))
+    folder = root / "scenarios" / "berlin"
+    folder.mkdir(parents=True, exist_ok=True)
+    routes = folder / "berlin.rou.xml"
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([
+            sys.executable, sumo_tool("randomTrips.py"),
+            "--net-file", str(net), "--route-file", str(routes),
+            "--output-trip-file", str(Path(tmp) / "trips.xml"),
+            "--begin", "0", "--end", "3600",
+            "--insertion-rate", str(trips_per_hour), "--random-depart",
+            "--fringe-factor", "10", "--min-distance", "500",
+            "--vehicle-class", "passenger",
+            "--seed", str(seed), "--prefix", "veh",
+            "--trip-attributes", 'departLane="best" departSpeed="max"',
+            "--validate",
+        ], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    strip_header(routes)
+    cfg = folder / "berlin.sumocfg"
+    cfg.write_text(
+        "<configuration>\n"
+        f'    <input><net-file value="{net}"/><route-files value="{routes.name}"/></input>\n'
+        '    <time><begin value="0"/><end value="3600"/></time>\n'
+        "</configuration>\n"
+    )
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", choices=[[], *SCENARIOS], help="scenarios to build (default: all)")
+    parser.add_argument("names", nargs="*", choices=[[], *SCENARIOS, "berlin"],
+                        help="scenarios to build (default: the committed ones; berlin only when named)")
     parser.add_argument("--out", type=Path, default=ROOT, help="root to write networks/ and scenarios/ under")
     args = parser.parse_args(argv)
     for name in args.names or SCENARIOS:
+        if name == "berlin":
+            print(f"berlin: {build_berlin(args.out)}")
+            continue
         spec = SCENARIOS[name]
         net = build_net(spec.grid, args.out)
         cfg = build_scenario(spec, net, args.out)
