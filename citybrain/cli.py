@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .controllers import CONTROLLER_NAMES
 from .network import NetworkError
-from .run import DEFAULT_COMPARE, RunOptions, compare, simulate
+from .run import DEFAULT_COMPARE, RunOptions, build_report, compare, simulate
 from .scenario import ScenarioError, load_scenario
 from .sumo_adapter import BACKENDS
 
@@ -72,12 +72,10 @@ def _write_json(report: dict, path: str | None) -> None:
 def _cmd_simulate(args) -> None:
     options = _options(args)
     scenario = load_scenario(args.scenario)
-    begin = scenario.begin_s if args.begin is None else args.begin
-    end = scenario.end_s if args.end is None else args.end
+    begin, end = scenario.window(args.begin, args.end)
     update = _progress_bar(f"{scenario.name}/{args.controller}")(end - begin)
     result = simulate(args.scenario, args.controller, options, update)
-    report = {"scenario": scenario.name, "config": str(scenario.config), "begin_s": begin, "end_s": end,
-              "seed": args.seed, "backend": args.backend, "controllers": {args.controller: result}}
+    report = build_report(scenario, options, {args.controller: result})
     print(format_table(report))
     _write_json(report, args.json)
 

@@ -14,8 +14,3 @@ class DetectorFrame:
     vehicles: np.ndarray    # float64 [lanes]: vehicles on the lane
     halting: np.ndarray     # float64 [lanes]: of those, vehicles below 0.1 m/s
     occupancy: np.ndarray   # float64 [lanes]: share of the lane covered by vehicles, 0..1
-
-    @classmethod
-    def empty(cls, n_lanes: int, time_s: float = 0.0) -> "DetectorFrame":
-        zeros = np.zeros(n_lanes, dtype=np.float64)
-        return cls(time_s, zeros, zeros.copy(), zeros.copy())

@@ -5,7 +5,6 @@ holds a plain-numpy version of each, and the tests hold the two to each other.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .jit import jit
 

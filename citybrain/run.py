@@ -4,7 +4,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -15,10 +15,10 @@ from .engine import Engine
 from .metrics import read_tripinfo
 from .network import load_network
 from .safety import SafetyMonitor
-from .scenario import load_scenario
+from .scenario import Scenario, load_scenario
 from .sumo_adapter import SumoOptions, SumoSimulation
 
-__all__ = ["RunOptions", "simulate", "compare", "DEFAULT_COMPARE"]
+__all__ = ["RunOptions", "simulate", "compare", "build_report", "DEFAULT_COMPARE"]
 
 DEFAULT_COMPARE = ("fixed", "actuated", "maxpressure", "citybrain")
 Progress = Callable[[float], None]   # called with simulated seconds just completed
@@ -95,8 +95,7 @@ def compare(scenario_path: str | Path, controllers: tuple[str, ...] = DEFAULT_CO
         raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
     scenario = load_scenario(scenario_path)
     load_network(scenario.net_file)  # fail fast, in this process, on an unusable net
-    begin = scenario.begin_s if options.begin_s is None else options.begin_s
-    end = scenario.end_s if options.end_s is None else options.end_s
+    begin, end = scenario.window(options.begin_s, options.end_s)
     options = replace(options, begin_s=begin, end_s=end)
     workers = workers or min(len(controllers), os.cpu_count() or 1)
     context = multiprocessing.get_context("spawn")
@@ -120,6 +119,12 @@ def compare(scenario_path: str | Path, controllers: tuple[str, ...] = DEFAULT_CO
                 pending -= done
                 if pending:
                     time.sleep(0.2)
+    return build_report(scenario, options, {name: results[name] for name in controllers})
+
+
+def build_report(scenario: Scenario, options: RunOptions, results: dict[str, dict]) -> dict:
+    """The report `simulate` and `compare` print and write as JSON."""
+    begin, end = scenario.window(options.begin_s, options.end_s)
     return {
         "scenario": scenario.name,
         "config": str(scenario.config),
@@ -127,5 +132,5 @@ def compare(scenario_path: str | Path, controllers: tuple[str, ...] = DEFAULT_CO
         "end_s": end,
         "seed": options.seed,
         "backend": options.backend,
-        "controllers": {name: results[name] for name in controllers},
+        "controllers": results,
     }

@@ -22,6 +22,10 @@ class Scenario:
     begin_s: float
     end_s: float
 
+    def window(self, begin_s: float | None = None, end_s: float | None = None) -> tuple[float, float]:
+        """The simulated interval: the given bounds, else the scenario's own."""
+        return (self.begin_s if begin_s is None else begin_s, self.end_s if end_s is None else end_s)
+
 
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)

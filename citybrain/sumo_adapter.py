@@ -49,8 +49,7 @@ class SumoSimulation:
         self.workdir = Path(workdir or self._tmp.name)
         self.tripinfo_path = self.workdir / "tripinfo.xml"
         self.log_path = self.workdir / "sumo.log"
-        self.begin_s = scenario.begin_s if options.begin_s is None else options.begin_s
-        self.end_s = scenario.end_s if options.end_s is None else options.end_s
+        self.begin_s, self.end_s = scenario.window(options.begin_s, options.end_s)
         self.teleports = 0
         self.loaded_veh = 0
         self._api = None
