@@ -1,14 +1,20 @@
-"""`citybrain` command line: simulate and compare controllers on SUMO scenarios."""
+"""`citybrain` command line: simulate and compare controllers on SUMO scenarios,
+serve the engine to field gateways, and run SUMO as a gateway."""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from .controllers import CONTROLLER_NAMES
-from .network import NetworkError
-from .run import DEFAULT_COMPARE, RunOptions, build_report, compare, simulate
+from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS
+from .field import CLOCKS, FieldConfig
+from .gateway import GatewayOptions, replay
+from .network import NetworkError, load_network
+from .run import DEFAULT_COMPARE, RunOptions, build_report, compare, run_gateway, simulate
 from .scenario import ScenarioError, load_scenario
 from .sumo_adapter import BACKENDS
 
@@ -89,8 +95,60 @@ def _cmd_compare(args) -> None:
     _write_json(report, args.json)
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenario", help="scenario folder or .sumocfg file")
+def _cmd_serve(args) -> None:
+    from .server import ServeOptions, serve
+    path = Path(args.network)
+    net_file = path if path.name.endswith(".net.xml") else load_scenario(path).net_file
+    network = load_network(net_file)
+    field = FieldConfig(period_s=args.period, clock=args.clock, stale_after_s=args.stale_after,
+                        max_message_bytes=int(args.max_message_mb * 2**20), max_messages_per_s=args.max_rate)
+    options = ServeOptions(bind=args.bind, controller=args.controller, metrics_address=args.metrics_address,
+                           metrics_port=None if args.metrics_port < 0 else args.metrics_port, field=field)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def ready(endpoint: str, metrics_port: int | None) -> None:
+        where = f"http://{args.metrics_address}:{metrics_port}/metrics" if metrics_port is not None else "off"
+        print(f"citybrain serve: {network.n_signals} signals, controller {args.controller}, {args.clock} clock, "
+              f"period {args.period:g} s; listening on {endpoint}; metrics {where}", file=sys.stderr, flush=True)
+
+    serve(network, options, stop, ready)
+    print("citybrain serve: stopped", file=sys.stderr, flush=True)
+
+
+def _cmd_gateway(args) -> None:
+    if args.replay:
+        result = replay(Path(args.replay), args.engine, args.engine_timeout * 5)
+        print(json.dumps(result, indent=2))
+        _write_json(result, args.json)
+        if result["mismatches"] or result["missing"]:
+            raise ValueError(f"replay diverged from the recording: {result['mismatches']} mismatched, "
+                             f"{result['missing']} missing commands")
+        return
+    if not args.scenario:
+        raise ValueError("gateway needs a SCENARIO (or --replay PATH)")
+    options = _options(args)
+    gateway = GatewayOptions(engine_address=args.engine, name=args.name, engine_timeout_s=args.engine_timeout,
+                             connect_timeout_s=args.connect_timeout, pace=args.pace,
+                             record_path=Path(args.record) if args.record else None)
+    scenario = load_scenario(args.scenario)
+    begin, end = scenario.window(args.begin, args.end)
+    update = _progress_bar(f"{scenario.name}/wire")(end - begin)
+    controller, result = run_gateway(args.scenario, options, gateway, update)
+    report = build_report(scenario, options, {controller: result})
+    print(format_table(report))
+    g = result["gateway"]
+    print(f"gateway: {g['engine_steps']} engine steps, {g['local_steps']} local-plan steps, engine lost "
+          f"{g['engine_lost']}x, {g['guard_rejections']} commands refused by the guard"
+          + (f", frame->command p50 {g['frame_to_command_p50_us']:.0f} us p99 {g['frame_to_command_p99_us']:.0f} us"
+             if "frame_to_command_p50_us" in g else ""))
+    _write_json(report, args.json)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool = True) -> None:
+    parser.add_argument("scenario", nargs=None if scenario_required else "?",
+                        help="scenario folder or .sumocfg file")
     parser.add_argument("--begin", type=float, help="simulation begin, s (default: the scenario's)")
     parser.add_argument("--end", type=float, help="simulation end, s (default: the scenario's)")
     parser.add_argument("--seed", type=int, default=42, help="SUMO random seed (default 42)")
@@ -114,14 +172,49 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"comma-separated, from {', '.join(CONTROLLER_NAMES)} (default: all)")
     cmp.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
     cmp.set_defaults(handler=_cmd_compare)
+
+    adaptive = [c for c in CONTROLLER_NAMES if c not in NATIVE_PROGRAMS]
+    srv = commands.add_parser("serve", help="run the engine for field gateways (ZeroMQ + Prometheus)")
+    srv.add_argument("network", help="a .net.xml, or a scenario folder / .sumocfg whose net to serve")
+    srv.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                     help="ZeroMQ address to bind (default tcp://127.0.0.1:5555; port * picks a free one)")
+    srv.add_argument("--controller", choices=adaptive, default="citybrain")
+    srv.add_argument("--period", type=float, default=1.0, help="control period, s (default 1; 0.1 for 10 Hz)")
+    srv.add_argument("--clock", choices=CLOCKS, default="wall",
+                     help="wall: step on the engine's clock (field); frames: step when a frame reaches the next "
+                          "period (simulation, replay) (default wall)")
+    srv.add_argument("--stale-after", type=float, default=5.0,
+                     help="s without data before a lane is stale and its signals fall back to fixed time (default 5)")
+    srv.add_argument("--max-message-mb", type=float, default=16.0, help="larger messages are refused (default 16)")
+    srv.add_argument("--max-rate", type=float, default=5000.0, help="messages/s per sender (default 5000)")
+    srv.add_argument("--metrics-address", default="127.0.0.1", help="address of /metrics (default 127.0.0.1)")
+    srv.add_argument("--metrics-port", type=int, default=9100,
+                     help="port of /metrics (default 9100; 0 picks a free one, -1 turns it off)")
+    srv.set_defaults(handler=_cmd_serve)
+
+    gw = commands.add_parser("gateway", help="run SUMO as a virtual field behind a gateway to `serve`")
+    _add_run_arguments(gw, scenario_required=False)
+    gw.add_argument("--engine", default="tcp://127.0.0.1:5555", help="the engine's address")
+    gw.add_argument("--name", default="sumo-gateway", help="this gateway's name in the engine's logs")
+    gw.add_argument("--engine-timeout", type=float, default=1.0,
+                    help="wall s to wait for a command before running the local plan (default 1)")
+    gw.add_argument("--connect-timeout", type=float, default=30.0,
+                    help="wall s to wait for the engine at start (default 30)")
+    gw.add_argument("--pace", type=float, help="simulated s per wall s (default: as fast as the engine answers)")
+    gw.add_argument("--record", metavar="PATH", help="record every message sent and received to PATH")
+    gw.add_argument("--replay", metavar="PATH",
+                    help="instead of SUMO, replay a recording to the engine and check its commands match")
+    gw.set_defaults(handler=_cmd_gateway)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
     try:
         args.handler(args)
-    except (ScenarioError, NetworkError, ValueError) as exc:
+    except (ScenarioError, NetworkError, ValueError, TimeoutError) as exc:
         print(f"citybrain: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import ControllerConfig
 from .frame import DetectorFrame
-from .kernels import aggregate_zones, choose_phases, phase_pressure
+from .kernels import aggregate_zones, choose_phases, fixed_time_requests, phase_pressure
 from .network import Network
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SignalView",
     "MaxPressureController",
     "CityBrainController",
+    "FixedTimePlan",
     "NATIVE_PROGRAMS",
     "CONTROLLER_NAMES",
     "make_controller",
@@ -110,6 +111,25 @@ class CityBrainController(_PressureController):
         self.upstream[:] = self.zone_halting + self.config.moving_vehicle_weight * moving
         self.downstream[:] = self.upstream
         self._choose(signals, requested)
+
+
+class FixedTimePlan:
+    """The net's own fixed-time plan, run by our safety layer: each candidate phase
+    in program order for its program duration. The fallback for a signal whose
+    detectors went silent, and the gateway's local plan when the engine is gone."""
+
+    name = "fixed-plan"
+
+    def __init__(self, network: Network):
+        self.network = network
+        self.everywhere = np.ones(network.n_signals, dtype=bool)
+
+    def decide(self, frame: DetectorFrame | None, signals: SignalView, requested: np.ndarray,
+               active: np.ndarray | None = None) -> None:
+        """Overwrite requested[i] for every signal with active[i] (default: all)."""
+        fixed_time_requests(self.network.phase_ptr, self.network.phase_green_s,
+                            self.everywhere if active is None else active,
+                            signals.green_phase, signals.stage, signals.stage_time_s, requested)
 
 
 _ADAPTIVE = {cls.name: cls for cls in (MaxPressureController, CityBrainController)}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import SignalTiming
-from .controllers import Controller
+from .controllers import Controller, FixedTimePlan
 from .frame import DetectorFrame
 from .network import Network
 from .safety import SafetyLayer
@@ -32,15 +32,21 @@ class Engine:
         self.controller = controller
         self.timing = timing or SignalTiming()
         self.safety = SafetyLayer(network, self.timing)
+        self.fallback = FixedTimePlan(network)
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
         self._started = False
 
-    def step(self, frame: DetectorFrame) -> SignalCommands:
-        """Decide one control period. The first call commands every signal."""
+    def step(self, frame: DetectorFrame, fallback: np.ndarray | None = None) -> SignalCommands:
+        """Decide one control period. The first call commands every signal.
+
+        Signals with fallback[i] (their detectors are stale) run the net's
+        fixed-time plan instead, through the same safety layer."""
         if not self._started:
             self._started = True
             return self._commands(np.arange(self.network.n_signals, dtype=np.int32))
         self.controller.decide(frame, self.safety, self.requested)
+        if fallback is not None and fallback.any():
+            self.fallback.decide(frame, self.safety, self.requested, fallback)
         changed = self.safety.advance(self.requested)
         return self._commands(np.flatnonzero(changed).astype(np.int32))
 

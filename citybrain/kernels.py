@@ -12,6 +12,7 @@ __all__ = [
     "aggregate_zones",
     "phase_pressure",
     "choose_phases",
+    "fixed_time_requests",
     "advance_signals",
     "count_conflicting_greens",
     "STAGE_GREEN",
@@ -72,6 +73,23 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
             requested[signal] = best_other
         elif best != current and score[first + best] > score[first + current] + switch_margin[signal]:
             requested[signal] = best
+
+
+@jit
+def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, requested):
+    """For signals with active[i]: the net's fixed-time plan, cycling through the
+    candidate phases in program order, each for its program duration."""
+    for signal in range(requested.shape[0]):
+        if not active[signal]:
+            continue
+        requested[signal] = KEEP
+        if stage[signal] != STAGE_GREEN:
+            continue
+        first = phase_ptr[signal]
+        count = phase_ptr[signal + 1] - first
+        current = green_phase[signal]
+        if count > 1 and stage_time_s[signal] >= phase_green_s[first + current]:
+            requested[signal] = (current + 1) % count
 
 
 @jit

@@ -58,6 +58,7 @@ class Network:
     # Candidate green phases, CSR by signal: phases of signal i are phase_ptr[i]:phase_ptr[i+1].
     phase_ptr: np.ndarray              # [signals + 1]
     phase_states: tuple[str, ...]      # SUMO state string of each candidate phase
+    phase_green_s: np.ndarray          # float64 [phases]: its duration in the net's own (fixed-time) program
     phase_green_level: np.ndarray      # int8 [sum of links over phases], CSR by link_ptr per phase
     phase_link_ptr: np.ndarray         # [phases + 1]
 
@@ -168,7 +169,7 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         return lane_index[key]
 
     signal_ids, programs, n_links_list, yellow, all_red = [], [], [], [], []
-    phase_ptr, phase_states, phase_levels, phase_link_ptr = [0], [], [], [0]
+    phase_ptr, phase_states, phase_green_s, phase_levels, phase_link_ptr = [0], [], [], [], [0]
     move_signal, move_link, move_in, move_out = [], [], [], []
     term_ptr, term_in, term_out, term_w = [0], [], [], []
     conflict_offset, conflict_blocks = [0], []
@@ -209,6 +210,7 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         levels = [np.array([_GREEN_LEVEL.get(ch, 0) for ch in s], dtype=np.int8) for s in candidates]
         for state, level in zip(candidates, levels):
             phase_states.append(state)
+            phase_green_s.append(max(duration for s, duration, _, _ in states if s == state))
             phase_levels.append(level)
             phase_link_ptr.append(phase_link_ptr[-1] + n_links)
             by_in_lane: dict[int, list[int]] = {}
@@ -257,6 +259,7 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         programs=tuple(programs),
         phase_ptr=i32(phase_ptr),
         phase_states=tuple(phase_states),
+        phase_green_s=np.array(phase_green_s, dtype=np.float64),
         phase_green_level=np.concatenate(phase_levels).astype(np.int8),
         phase_link_ptr=i32(phase_link_ptr),
         move_signal=i32(move_signal),

@@ -10,7 +10,7 @@ import numpy as np
 
 from .kernels import KEEP, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
-__all__ = ["aggregate_zones", "phase_pressure", "choose_phases", "advance_signals", "count_conflicting_greens"]
+__all__ = ["aggregate_zones", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals", "count_conflicting_greens"]
 
 
 def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -42,6 +42,12 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
             requested[signal] = int(np.argmax(others))
         elif best != current and scores[best] > scores[current] + switch_margin[signal]:
             requested[signal] = best
+
+
+def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, requested):
+    n_phases = np.diff(phase_ptr)
+    due = (stage == STAGE_GREEN) & (n_phases > 1) & (stage_time_s >= phase_green_s[phase_ptr[:-1] + green_phase])
+    requested[active] = np.where(due, (green_phase + 1) % n_phases, KEEP)[active]
 
 
 def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, yellow_s, all_red_s,

@@ -7,21 +7,29 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from .config import ControllerConfig, SignalTiming
 from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS, make_controller
-from .engine import Engine
+from .engine import Engine, SignalCommands
+from .frame import DetectorFrame
+from .gateway import GatewayOptions, WireControl
 from .metrics import read_tripinfo
-from .network import load_network
+from .network import Network, load_network
 from .safety import SafetyMonitor
 from .scenario import Scenario, load_scenario
 from .sumo_adapter import SumoOptions, SumoSimulation
 
-__all__ = ["RunOptions", "simulate", "compare", "build_report", "DEFAULT_COMPARE"]
+__all__ = ["RunOptions", "simulate", "run_gateway", "compare", "build_report", "DEFAULT_COMPARE"]
 
 DEFAULT_COMPARE = ("fixed", "actuated", "maxpressure", "citybrain")
 Progress = Callable[[float], None]   # called with simulated seconds just completed
+
+
+class Control(Protocol):
+    """Who decides the signals: the in-process `Engine`, or `WireControl` (the engine over the wire)."""
+
+    def step(self, frame: DetectorFrame) -> SignalCommands: ...
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,31 @@ def simulate(scenario_path: str | Path, controller_name: str, options: RunOption
     native = NATIVE_PROGRAMS.get(controller_name)
     engine = None if native else Engine(network, make_controller(controller_name, network, options.controller),
                                         options.timing)
+    return _run_sumo(scenario, network, engine, native, options, progress)
+
+
+def run_gateway(scenario_path: str | Path, options: RunOptions, gateway: GatewayOptions,
+                progress: Progress | None = None) -> tuple[str, dict]:
+    """SUMO as a virtual field behind a gateway: frames go to the engine at
+    `gateway.engine_address`, its commands come back. Returns the engine's
+    controller name (as it introduced itself) and the same metrics as `simulate`,
+    plus the gateway's own counts."""
+    scenario = load_scenario(scenario_path)
+    network = load_network(scenario.net_file)
+    control = WireControl(network, options.timing, gateway)
+    try:
+        control.connect()
+        result = _run_sumo(scenario, network, control, None, options, progress)
+    finally:
+        control.close()
+    result["gateway"] = control.report()
+    return control.controller or "unknown", result
+
+
+def _run_sumo(scenario: Scenario, network: Network, control: Control | None, native: str | None,
+              options: RunOptions, progress: Progress | None) -> dict:
+    """The loop shared by every way of running SUMO: read a frame, let `control`
+    (in-process engine or the wire) decide, apply, advance, audit what SUMO showed."""
     period_s = options.timing.control_period_s
     monitor = SafetyMonitor(network, options.timing.min_green_s, period_s)
     sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native)
@@ -53,10 +86,9 @@ def simulate(scenario_path: str | Path, controller_name: str, options: RunOption
     try:
         with sim:
             while sim.running():
-                if engine is not None:
+                if control is not None:
                     tick = time.perf_counter()
-                    frame = sim.read_frame()
-                    commands = engine.step(frame)
+                    commands = control.step(sim.read_frame())
                     sim.apply(commands)
                     engine_s += time.perf_counter() - tick
                 sim.advance(period_s)

@@ -5,6 +5,10 @@ phases; the layer decides what is displayed: candidate phases from the net's
 own program, yellow then all-red clearance of the net's own length before any
 link loses green, and the minimum green.
 
+`CommandGuard` is the gateway's conflict monitor: it refuses a commanded state
+that would show foes both protected green, take a vehicle link from green to
+red without yellow, or end a yellow early, whoever sent it.
+
 `SafetyMonitor` audits the state strings read back from the simulator, for any
 controller (ours, or SUMO's fixed/actuated programs), against the net's
 conflict data. It is how `safety_violations` is counted.
@@ -19,7 +23,7 @@ from .config import SignalTiming
 from .kernels import STAGE_GREEN, advance_signals, count_conflicting_greens
 from .network import Network
 
-__all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport"]
+__all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport", "CommandGuard"]
 
 
 class SafetyLayer:
@@ -46,6 +50,21 @@ class SafetyLayer:
             self.green_phase, self.next_phase, self.stage, self.stage_time_s, self.changed,
         )
         return self.changed
+
+    def adopt(self, signals: np.ndarray, phase: np.ndarray, next_phase: np.ndarray, stage: np.ndarray,
+              stage_time_s: np.ndarray) -> int:
+        """Take over what a field device reports it is showing (after an engine
+        restart, or where it refused a command): the stage machine continues from
+        there, so clearance in progress is completed, never cut."""
+        n_phases = np.diff(self.network.phase_ptr)[signals]
+        valid = ((phase >= 0) & (phase < n_phases) & (next_phase >= 0) & (next_phase < n_phases)
+                 & (stage <= 2) & np.isfinite(stage_time_s) & (stage_time_s >= 0))
+        signals = signals[valid]
+        self.green_phase[signals] = phase[valid]
+        self.next_phase[signals] = next_phase[valid]
+        self.stage[signals] = stage[valid]
+        self.stage_time_s[signals] = stage_time_s[valid]
+        return int((~valid).sum())
 
     def state_string(self, signal: int) -> str:
         key = (signal, int(self.stage[signal]), int(self.green_phase[signal]), int(self.next_phase[signal]))
@@ -143,3 +162,48 @@ class SafetyMonitor:
     def _blame_links(self, links: np.ndarray) -> None:
         if links.any():
             self._blame(np.bincount(self.owner[links], minlength=self.network.n_signals))
+
+
+class CommandGuard:
+    """What a cabinet's conflict monitor checks, for commands arriving from afar."""
+
+    def __init__(self, network: Network):
+        self.network = network
+        self.link_offset = network.link_offset
+        n_links = int(self.link_offset[-1])
+        self.vehicle_link = np.zeros(n_links, dtype=bool)
+        self.vehicle_link[self.link_offset[network.move_signal] + network.move_link] = True
+        self.shown = [""] * network.n_signals
+        self.yellow_since_s = np.zeros(n_links)
+
+    def check(self, signal: int, state: str, now_s: float) -> str | None:
+        """None if `state` may replace what `signal` shows now; else the reason it may not."""
+        n = int(self.network.signal_n_links[signal])
+        if len(state) != n or any(ch not in _STATE_CHARS for ch in state):
+            return "bad_state"
+        protected = np.frombuffer(state.encode("ascii"), dtype=np.uint8) == _GREEN[0]
+        if np.any(np.outer(protected, protected) & self.network.conflict_matrix(signal)):
+            return "conflicting_green"
+        shown = self.shown[signal]
+        if not shown:
+            return None
+        start = int(self.link_offset[signal])
+        for link, (before, after) in enumerate(zip(shown, state)):
+            if not self.vehicle_link[start + link] or after in "Ggy" or before == after:
+                continue
+            if before in "Gg":
+                return "missing_yellow"
+            if before == "y" and now_s - self.yellow_since_s[start + link] < self.network.yellow_s[signal] - 1e-6:
+                return "short_yellow"
+        return None
+
+    def shown_now(self, signal: int, state: str, now_s: float) -> None:
+        """Record that `signal` shows `state` from `now_s` on."""
+        start = int(self.link_offset[signal])
+        for link, (before, after) in enumerate(zip(self.shown[signal] or " " * len(state), state)):
+            if after == "y" and before != "y":
+                self.yellow_since_s[start + link] = now_s
+        self.shown[signal] = state
+
+
+_STATE_CHARS = frozenset("rRyYgGsuoO")

@@ -64,6 +64,25 @@ def test_choose_phases_matches_reference(seed):
     assert (fast >= 0).any() and (fast == kernels.KEEP).any()
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_fixed_time_requests_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    n_phases, phase_ptr = random_signal_state(rng, n)
+    green_s = rng.integers(5, 40, phase_ptr[-1]).astype(np.float64)
+    green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
+    stage = rng.integers(0, 3, n).astype(np.int8)
+    t = rng.integers(0, 50, n).astype(np.float64)
+    active = rng.random(n) < 0.7
+    # Inactive signals keep whatever the adaptive controller asked for (here 7).
+    fast, slow = np.full(n, 7, np.int32), np.full(n, 7, np.int32)
+    kernels.fixed_time_requests(phase_ptr, green_s, active, green, stage, t, fast)
+    reference.fixed_time_requests(phase_ptr, green_s, active, green, stage, t, slow)
+    np.testing.assert_array_equal(fast, slow)
+    assert (fast[~active] == 7).all()
+    assert (fast[active] >= 0).any() and (fast[active] == kernels.KEEP).any()
+
+
 def test_advance_signals_matches_reference_over_many_steps():
     rng = np.random.default_rng(1)
     net = load_network(GRID10_NET)

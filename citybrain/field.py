@@ -1,0 +1,385 @@
+"""The engine behind the wire, without the wire.
+
+`FieldEngine` turns incoming protocol messages into per-lane detector state,
+runs the control step, and turns its result into per-gateway commands. It does
+no I/O: `citybrain.wire` moves the bytes, so this class is the same whether the
+bytes come from ZeroMQ, a recording or a test.
+
+What it guarantees about bad input: every message, or every lane or id inside
+one, that cannot be trusted is rejected with a reason from
+`protocol.REJECT_REASONS`, counted, logged once per reason, and answered with
+an `ErrorNotice`; everything else in the same message, and every other
+sender, is served as if nothing happened. A signal whose detectors fall
+silent runs its fixed-time plan until they report again.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import protocol as p
+from .config import SignalTiming
+from .controllers import Controller
+from .engine import Engine
+from .frame import DetectorFrame
+from .network import Network
+from .telemetry import EngineMetrics
+
+__all__ = ["FieldConfig", "FieldEngine", "CLOCKS"]
+
+log = logging.getLogger(__name__)
+
+# wall: the engine steps every period of its own clock and judges timestamps
+#       against it (the field; gateways keep their clocks synchronised, e.g. NTP).
+# frames: the engine steps when a detector frame's timestamp reaches the next
+#       period (a simulation or a replay drives time; lowest latency). One
+#       simulation at a time: a hello starts the clock over.
+CLOCKS = ("wall", "frames")
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    period_s: float = 1.0
+    clock: str = "wall"
+    # A lane not reported for this long is stale; a signal reading a stale lane
+    # falls back to its fixed-time plan.
+    stale_after_s: float = 5.0
+    # Wall clock only: frames stamped further ahead than this are refused.
+    max_future_s: float = 2.0
+    max_message_bytes: int = 16 * 2**20
+    # Per sender, token bucket: sustained rate and burst. A 10 Hz gateway sends ~20/s.
+    max_messages_per_s: float = 5000.0
+    # Counts above one vehicle per metre of lane cannot be real.
+    max_vehicles_per_m: float = 1.0
+
+    def __post_init__(self):
+        if self.clock not in CLOCKS:
+            raise ValueError(f"unknown clock {self.clock!r}; choose from {', '.join(CLOCKS)}")
+        if not self.period_s > 0:
+            raise ValueError(f"period_s must be positive, got {self.period_s}")
+
+
+@dataclass
+class _Session:
+    """One gateway (one ZeroMQ peer) since its last hello."""
+
+    name: str
+    signals: np.ndarray          # int32 engine index per hello signal, -1 if unknown
+    lanes: np.ndarray            # int32 engine index per hello lane, -1 if unknown
+    position: np.ndarray         # int32 per engine signal: its index in `signals`, -1 if not this gateway's
+    last_seq: int = -1
+    last_frame_seq: int = -1
+    last_seen_wall_s: float = 0.0
+    last_command_seq: int = -1   # -1: not commanded yet, so its first state report is adopted whole
+    fresh: bool = True           # next command carries every signal's state string
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated_s: float
+
+
+@dataclass
+class _Sighting:
+    sighting: p.EmergencySighting
+    time_s: float
+
+
+class FieldEngine:
+    def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None,
+                 config: FieldConfig | None = None, metrics: EngineMetrics | None = None):
+        self.network = network
+        self.config = config or FieldConfig()
+        self.timing = (timing or SignalTiming())
+        if self.timing.control_period_s != self.config.period_s:
+            raise ValueError("timing.control_period_s and config.period_s differ")
+        self.engine = Engine(network, controller, self.timing)
+        self.metrics = metrics or EngineMetrics()
+        self.engine_id = uuid.uuid4().hex[:12]
+        self.controller_name = controller.name
+        n_lanes = network.n_lanes
+        self.vehicles = np.zeros(n_lanes)
+        self.halting = np.zeros(n_lanes)
+        self.occupancy = np.zeros(n_lanes)
+        self.lane_seen_s = np.full(n_lanes, -np.inf)
+        self.lane_capacity = network.lane_length_m * self.config.max_vehicles_per_m + 1.0
+        self.lane_index = {lane: i for i, lane in enumerate(network.lane_ids)}
+        self.signal_index = {sid: i for i, sid in enumerate(network.signal_ids)}
+        self.signal_lane_ptr, self.signal_lanes = _signal_lanes(network)
+        self.stale = np.ones(network.n_signals, dtype=bool)
+        self.sightings: dict[str, _Sighting] = {}
+        self.sessions: dict[bytes, _Session] = {}
+        self.buckets: dict[bytes, _Bucket] = {}
+        self.clock_s = -np.inf         # frames clock: latest accepted detector timestamp
+        self.next_step_s = -np.inf
+        self.seq = 0
+        self._logged: set[str] = set()
+        self._reply_time_s = 0.0
+        safety = self.engine.safety
+        self.metrics.watch_signals(network.signal_ids, lambda: safety.green_phase, lambda: safety.stage,
+                                   lambda: self.stale)
+
+    # -- time --------------------------------------------------------------
+    def now(self, wall_s: float) -> float:
+        return wall_s if self.config.clock == "wall" else self.clock_s
+
+    def step_due(self, wall_s: float) -> bool:
+        return self.now(wall_s) >= self.next_step_s and np.isfinite(self.now(wall_s))
+
+    # -- input -------------------------------------------------------------
+    def receive(self, sender: bytes, data: bytes, wall_s: float, mono_s: float) -> list[tuple[bytes, bytes]]:
+        """Handle one message from `sender`; returns replies as (recipient, bytes).
+        `wall_s` is the engine's clock (Unix time), `mono_s` a monotonic clock for rate limits."""
+        now = self.now(wall_s)
+        self._reply_time_s = float(now) if np.isfinite(now) else wall_s
+        if not self._admit(sender, mono_s):
+            self._reject("rate_limited", f"sender {sender.hex()} over {self.config.max_messages_per_s:g} msg/s")
+            return []  # never answer a flood
+        try:
+            message = p.decode(data, self.config.max_message_bytes)
+        except p.ProtocolError as exc:
+            return self.refuse(sender, exc.reason, exc.detail, -1)
+        kind = type(message).__name__
+        self.metrics.received.labels(_TYPE_LABEL.get(kind, "other")).inc()
+        if isinstance(message, p.Hello):
+            return self._hello(sender, message, wall_s, mono_s)
+        session = self.sessions.get(sender)
+        if session is None:
+            return self.refuse(sender, "unknown_gateway", "say hello first (engine restarted?)", message.seq)
+        if message.seq <= session.last_seq:
+            reason = "duplicate" if message.seq == session.last_seq else "out_of_order"
+            return self.refuse(sender, reason, f"seq {message.seq} after {session.last_seq}", message.seq)
+        session.last_seq = message.seq
+        session.last_seen_wall_s = mono_s
+        if isinstance(message, p.Heartbeat):
+            return []
+        if not isinstance(message, (p.DetectorMessage, p.CameraMessage, p.StateReport)):
+            return self.refuse(sender, "unknown_type", f"{kind} is sent by the engine, not to it", message.seq)
+        now = self.now(wall_s)
+        if np.isfinite(now) and message.time_s < now - self.config.stale_after_s:
+            return self.refuse(sender, "stale", f"time_s {message.time_s:.3f} is older than "
+                                f"{self.config.stale_after_s:g} s (now {now:.3f})", message.seq)
+        if self.config.clock == "wall" and message.time_s > wall_s + self.config.max_future_s:
+            return self.refuse(sender, "future", f"time_s {message.time_s:.3f} is ahead of the engine's "
+                                f"clock {wall_s:.3f}", message.seq)
+        if isinstance(message, p.StateReport):
+            problems = self._state(session, message)
+        else:
+            problems = self._counts(session, message)
+        return [self._notice(sender, reason, detail, message.seq) for reason, detail in problems]
+
+    def _admit(self, sender: bytes, mono_s: float) -> bool:
+        rate = self.config.max_messages_per_s
+        bucket = self.buckets.get(sender)
+        if bucket is None:
+            bucket = self.buckets[sender] = _Bucket(rate, mono_s)
+        bucket.tokens = min(rate, bucket.tokens + (mono_s - bucket.updated_s) * rate)
+        bucket.updated_s = mono_s
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    def _hello(self, sender: bytes, hello: p.Hello, wall_s: float, mono_s: float) -> list[tuple[bytes, bytes]]:
+        signals = np.array([self.signal_index.get(s, -1) for s in hello.signals], dtype=np.int32)
+        lanes = np.array([self.lane_index.get(lane, -1) for lane in hello.lanes], dtype=np.int32)
+        unknown_signals = tuple(s for s, i in zip(hello.signals, signals) if i < 0)
+        unknown_lanes = tuple(lane for lane, i in zip(hello.lanes, lanes) if i < 0)
+        if unknown_signals or unknown_lanes:
+            self._reject("unknown_id", f"gateway {hello.gateway!r}: {len(unknown_signals)} unknown signals, "
+                         f"{len(unknown_lanes)} unknown lanes (e.g. {(unknown_signals + unknown_lanes)[0]!r})",
+                         len(unknown_signals) + len(unknown_lanes))
+        if self.config.clock == "frames":
+            # A simulation (or replay) starting: its time may begin anywhere, even before the last one's.
+            self.clock_s = self.next_step_s = -np.inf
+            self.lane_seen_s[:] = -np.inf
+        position = np.full(self.network.n_signals, -1, dtype=np.int32)
+        known = signals >= 0
+        position[signals[known]] = np.flatnonzero(known)
+        self.sessions[sender] = _Session(hello.gateway, signals, lanes, position, last_seq=hello.seq,
+                                         last_seen_wall_s=mono_s)
+        log.info("gateway %r: %d signals, %d lanes", hello.gateway, int(known.sum()), int((lanes >= 0).sum()))
+        welcome = p.Welcome(self._next_seq(), wall_s, self.engine_id, self.controller_name, self.config.period_s,
+                            unknown_signals, unknown_lanes)
+        return [(sender, p.encode(welcome))]
+
+    def _counts(self, session: _Session, message) -> list[tuple[str, str]]:
+        """Merge a detector or camera frame's valid lanes; report the rest."""
+        problems = []
+        if message.lanes is not None:
+            lanes = np.array([self.lane_index.get(lane, -1) for lane in message.lanes], dtype=np.int32)
+        else:
+            lanes = session.lanes
+        if isinstance(message, p.DetectorMessage):
+            fields = ((self.vehicles, message.vehicles, "vehicles"), (self.halting, message.halting, "halting"),
+                      (self.occupancy, message.occupancy, "occupancy"))
+        else:
+            fields = ((self.halting, message.queue, "queue"), (self.vehicles, message.vehicles, "vehicles"))
+            problems += self._sightings(message)
+        sizes = {values.size for _, values, _ in fields if values is not None}
+        if sizes and sizes != {lanes.size}:
+            self._reject("malformed", f"{sizes.pop()} values for {lanes.size} lanes")
+            return [("malformed", f"per-lane arrays do not match the {lanes.size} lanes of the hello")]
+        unknown = lanes < 0
+        if message.lanes is not None and unknown.any():
+            n = int(unknown.sum())
+            self._reject("unknown_id", f"{n} unknown lane ids, e.g. {message.lanes[int(np.argmax(unknown))]!r}", n)
+            problems.append(("unknown_id", f"{n} lane ids not in the network"))
+        valid = ~unknown
+        for _, values, name in fields:
+            if values is None:
+                continue
+            bound = 1.0 if name == "occupancy" else self.lane_capacity[np.maximum(lanes, 0)]
+            with np.errstate(invalid="ignore"):
+                valid &= np.isfinite(values) & (values >= 0) & (values <= bound)
+        bad = ~valid & ~unknown
+        if bad.any():
+            n = int(bad.sum())
+            lane = self.network.lane_ids[lanes[int(np.argmax(bad))]]
+            self._reject("invalid_value", f"{n} lanes with NaN, negative or impossible counts, e.g. {lane!r}", n)
+            problems.append(("invalid_value", f"{n} lanes with NaN, negative or impossible values"))
+        # A late frame must not overwrite what a newer one said about the same lane.
+        target = lanes[valid]
+        newer = self.lane_seen_s[target] <= message.time_s
+        target = target[newer]
+        for store, values, _ in fields:
+            if values is not None:
+                store[target] = values[valid][newer]
+        self.lane_seen_s[target] = message.time_s
+        if isinstance(message, p.DetectorMessage):
+            session.last_frame_seq = message.seq
+            if self.config.clock == "frames":
+                self.clock_s = max(self.clock_s, message.time_s)
+        return problems
+
+    def _sightings(self, message: p.CameraMessage) -> list[tuple[str, str]]:
+        problems = []
+        for sighting in message.emergency:
+            if sighting.lane not in self.lane_index:
+                self._reject("unknown_id", f"emergency vehicle {sighting.vehicle_id!r} on unknown lane "
+                             f"{sighting.lane!r}")
+                problems.append(("unknown_id", f"emergency vehicle on unknown lane {sighting.lane!r}"))
+            elif not (sighting.position_m >= 0 and 0 <= sighting.speed_mps < 100):
+                self._reject("invalid_value", f"emergency vehicle {sighting.vehicle_id!r}: position "
+                             f"{sighting.position_m}, speed {sighting.speed_mps}")
+                problems.append(("invalid_value", f"emergency vehicle {sighting.vehicle_id!r}"))
+            else:
+                self.sightings[sighting.vehicle_id] = _Sighting(sighting, message.time_s)
+        return problems
+
+    def _state(self, session: _Session, report: p.StateReport) -> list[tuple[str, str]]:
+        """Take over signal states from the gateway where it, not the engine, knows best:
+        before the engine ever commanded it (engine restart), while it runs its own
+        plan, and where its conflict guard refused a command."""
+        if report.phase.size != session.signals.size:
+            self._reject("malformed", f"state report for {report.phase.size} signals, hello had "
+                         f"{session.signals.size}")
+            return [("malformed", "state arrays do not match the hello's signals")]
+        if report.rejected:
+            self.metrics.command_rejections.inc(len(report.rejected))
+        safety = self.engine.safety
+        known = session.signals >= 0
+        if session.last_command_seq < 0 or report.mode == "local":
+            take = known
+        elif report.command_seq == session.last_command_seq:
+            idx = np.maximum(session.signals, 0)
+            take = known & ((safety.green_phase[idx] != report.phase) | (safety.next_phase[idx] != report.next_phase)
+                            | (safety.stage[idx] != report.stage))
+        else:
+            return []  # our latest command is still in flight; its state report will follow
+        if not take.any():
+            return []
+        impossible = safety.adopt(session.signals[take], report.phase[take].astype(np.int32),
+                                  report.next_phase[take].astype(np.int32), report.stage[take].astype(np.int8),
+                                  report.stage_time_s[take].copy())
+        self.metrics.resyncs.inc(int(take.sum()) - impossible)
+        if impossible:
+            self._reject("invalid_value", f"gateway {session.name!r}: {impossible} impossible signal states", impossible)
+            return [("invalid_value", f"{impossible} signal states name no phase or stage of that signal")]
+        return []
+
+    # -- the control step --------------------------------------------------
+    def step(self, wall_s: float) -> list[tuple[bytes, bytes]]:
+        """One control period: decide, then one command message per gateway."""
+        now = self.now(wall_s)
+        self.next_step_s = now + self.config.period_s - 1e-9
+        lane_stale = (now - self.lane_seen_s) > self.config.stale_after_s
+        stale_count = np.add.reduceat(lane_stale[self.signal_lanes], self.signal_lane_ptr[:-1])
+        self.stale = stale_count > 0
+        frame = DetectorFrame(now, self.vehicles, self.halting, self.occupancy)
+        commands = self.engine.step(frame, self.stale)
+        self.metrics.commands.inc(len(commands.signals))
+        self._expire_sightings(now)
+        out = []
+        safety = self.engine.safety
+        for sender, session in self.sessions.items():
+            known = session.signals >= 0
+            if not known.any():
+                continue
+            if session.fresh:
+                positions = np.flatnonzero(known).astype(np.int32)
+                states = tuple(safety.state_string(int(session.signals[i])) for i in positions)
+                session.fresh = False
+            else:
+                positions = session.position[commands.signals]
+                mine = positions >= 0
+                positions = positions[mine]
+                states = tuple(s for s, m in zip(commands.states, mine) if m)
+            idx = np.maximum(session.signals, 0)
+            command = p.SignalCommand(self._next_seq(), now, session.last_frame_seq, safety.green_phase[idx],
+                                      safety.next_phase[idx], safety.stage[idx], safety.stage_time_s[idx],
+                                      positions, states)
+            session.last_command_seq = command.seq
+            out.append((sender, p.encode(command)))
+        self.metrics.command_messages.inc(len(out))
+        return out
+
+    def gateways_alive(self, mono_s: float) -> int:
+        return sum(mono_s - s.last_seen_wall_s <= self.config.stale_after_s for s in self.sessions.values())
+
+    def forget(self, sender: bytes) -> None:
+        """A gateway that can no longer be reached; it will say hello again."""
+        self.sessions.pop(sender, None)
+
+    # -- helpers -----------------------------------------------------------
+    def _expire_sightings(self, now: float) -> None:
+        expired = [vid for vid, s in self.sightings.items() if now - s.time_s > self.config.stale_after_s]
+        for vid in expired:
+            del self.sightings[vid]
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def refuse(self, sender: bytes, reason: str, detail: str, ref_seq: int = -1) -> list[tuple[bytes, bytes]]:
+        """Count and log a rejection; returns the notice to send back."""
+        self._reject(reason, detail)
+        return [self._notice(sender, reason, detail, ref_seq)]
+
+    def _notice(self, sender: bytes, reason: str, detail: str, ref_seq: int) -> tuple[bytes, bytes]:
+        return sender, p.encode(p.ErrorNotice(self._next_seq(), self._reply_time_s, reason, detail, ref_seq))
+
+    def _reject(self, reason: str, detail: str, count: int = 1) -> None:
+        self.metrics.rejected.labels(reason).inc(count)
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("rejected (%s): %s [further '%s' rejections are counted, not logged]", reason, detail, reason)
+
+
+# Message class -> `type` label of the received counter (one of telemetry.MESSAGE_TYPES).
+_TYPE_LABEL = {"Hello": "hello", "DetectorMessage": "detector", "CameraMessage": "camera", "StateReport": "state",
+               "Heartbeat": "heartbeat"}
+
+
+def _signal_lanes(network: Network) -> tuple[np.ndarray, np.ndarray]:
+    """CSR by signal of the lanes its decisions read directly: in- and out-lanes of its movements."""
+    per_signal: list[set[int]] = [set() for _ in range(network.n_signals)]
+    for signal, lane_in, lane_out in zip(network.move_signal, network.move_in_lane, network.move_out_lane):
+        per_signal[signal].update((int(lane_in), int(lane_out)))
+    lanes = [sorted(s) for s in per_signal]
+    ptr = np.concatenate(([0], np.cumsum([len(x) for x in lanes]))).astype(np.int64)
+    return ptr, np.array([lane for x in lanes for lane in x], dtype=np.int64)
