@@ -120,8 +120,9 @@ class FixedTimePlan:
 
     name = "fixed-plan"
 
-    def __init__(self, network: Network):
+    def __init__(self, network: Network, period_s: float):
         self.network = network
+        self.period_s = period_s
         self.everywhere = np.ones(network.n_signals, dtype=bool)
 
     def decide(self, frame: DetectorFrame | None, signals: SignalView, requested: np.ndarray,
@@ -129,7 +130,7 @@ class FixedTimePlan:
         """Overwrite requested[i] for every signal with active[i] (default: all)."""
         fixed_time_requests(self.network.phase_ptr, self.network.phase_green_s,
                             self.everywhere if active is None else active,
-                            signals.green_phase, signals.stage, signals.stage_time_s, requested)
+                            signals.green_phase, signals.stage, signals.stage_time_s, self.period_s, requested)
 
 
 _ADAPTIVE = {cls.name: cls for cls in (MaxPressureController, CityBrainController)}

@@ -32,7 +32,7 @@ class Engine:
         self.controller = controller
         self.timing = timing or SignalTiming()
         self.safety = SafetyLayer(network, self.timing)
-        self.fallback = FixedTimePlan(network)
+        self.fallback = FixedTimePlan(network, self.timing.control_period_s)
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
         self._started = False
 

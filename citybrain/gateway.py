@@ -54,7 +54,7 @@ class WireControl:
         self.network = network
         self.options = options
         self.link = GatewayLink(options.engine_address)
-        self.local = Engine(network, FixedTimePlan(network), timing)
+        self.local = Engine(network, FixedTimePlan(network, timing.control_period_s), timing)
         self.mirror = self.local.safety          # what the signals show, in stage-machine terms
         self.guard = CommandGuard(network)
         self.recorder = open(options.record_path, "wb") if options.record_path else None
@@ -277,7 +277,8 @@ def replay(path: Path, engine_address: str, timeout_s: float = 5.0) -> dict:
             elif isinstance(message, p.DetectorMessage):
                 result["frames"] += 1
                 sent = time.perf_counter()
-                command = _await(link, lambda m: isinstance(m, p.SignalCommand) and m.frame_seq == message.seq,
+                frame_seq = message.seq
+                command = _await(link, lambda m: isinstance(m, p.SignalCommand) and m.frame_seq == frame_seq,
                                  timeout_s)
                 if command is None:
                     result["missing"] += 1

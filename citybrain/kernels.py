@@ -76,9 +76,10 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
 
 
 @jit
-def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, requested):
+def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, dt_s, requested):
     """For signals with active[i]: the net's fixed-time plan, cycling through the
-    candidate phases in program order, each for its program duration."""
+    candidate phases in program order, each for its program duration (the
+    request takes effect in the coming step, hence + dt_s)."""
     for signal in range(requested.shape[0]):
         if not active[signal]:
             continue
@@ -88,7 +89,7 @@ def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, st
         first = phase_ptr[signal]
         count = phase_ptr[signal + 1] - first
         current = green_phase[signal]
-        if count > 1 and stage_time_s[signal] >= phase_green_s[first + current]:
+        if count > 1 and stage_time_s[signal] + dt_s >= phase_green_s[first + current]:
             requested[signal] = (current + 1) % count
 
 

@@ -44,9 +44,9 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
             requested[signal] = best
 
 
-def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, requested):
+def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, dt_s, requested):
     n_phases = np.diff(phase_ptr)
-    due = (stage == STAGE_GREEN) & (n_phases > 1) & (stage_time_s >= phase_green_s[phase_ptr[:-1] + green_phase])
+    due = (stage == STAGE_GREEN) & (n_phases > 1) & (stage_time_s + dt_s >= phase_green_s[phase_ptr[:-1] + green_phase])
     requested[active] = np.where(due, (green_phase + 1) % n_phases, KEEP)[active]
 
 

@@ -76,8 +76,8 @@ def test_fixed_time_requests_matches_reference(seed):
     active = rng.random(n) < 0.7
     # Inactive signals keep whatever the adaptive controller asked for (here 7).
     fast, slow = np.full(n, 7, np.int32), np.full(n, 7, np.int32)
-    kernels.fixed_time_requests(phase_ptr, green_s, active, green, stage, t, fast)
-    reference.fixed_time_requests(phase_ptr, green_s, active, green, stage, t, slow)
+    kernels.fixed_time_requests(phase_ptr, green_s, active, green, stage, t, 1.0, fast)
+    reference.fixed_time_requests(phase_ptr, green_s, active, green, stage, t, 1.0, slow)
     np.testing.assert_array_equal(fast, slow)
     assert (fast[~active] == 7).all()
     assert (fast[active] >= 0).any() and (fast[active] == kernels.KEEP).any()

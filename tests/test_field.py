@@ -1,0 +1,157 @@
+"""FieldEngine's logic, fed real protocol bytes: merging, rejection granularity,
+stale-detector fallback to the fixed-time plan and back, state takeover, and
+the gateway's command guard."""
+import numpy as np
+import pytest
+
+from citybrain import protocol as p
+from citybrain.config import SignalTiming
+from citybrain.controllers import make_controller
+from citybrain.field import FieldConfig, FieldEngine
+from citybrain.kernels import STAGE_GREEN
+from citybrain.network import load_network
+from citybrain.safety import CommandGuard
+from citybrain.scenario import load_scenario
+
+from .conftest import SHORT
+
+GW = b"gateway-1"
+
+
+@pytest.fixture(scope="module")
+def net():
+    return load_network(load_scenario(SHORT).net_file)
+
+
+def make_field(net, **config):
+    return FieldEngine(net, make_controller("citybrain", net), SignalTiming(),
+                       FieldConfig(clock="frames", **config))
+
+
+class Feed:
+    """A well-behaved gateway speaking bytes to a FieldEngine."""
+
+    def __init__(self, field, net, sender=GW):
+        self.field, self.net, self.sender, self.seq = field, net, sender, 0
+        self.send(p.Hello(self.next(), 0.0, "test", net.signal_ids, net.lane_ids))
+
+    def next(self):
+        self.seq += 1
+        return self.seq
+
+    def send(self, message):
+        return [p.decode(data) for _, data in self.field.receive(self.sender, p.encode(message), 0.0, 0.0)]
+
+    def frame(self, time_s, vehicles=None, lanes=None):
+        n = len(lanes) if lanes is not None else self.net.n_lanes
+        vehicles = np.ones(n, np.float32) if vehicles is None else vehicles
+        notices = self.send(p.DetectorMessage(self.next(), time_s, lanes, vehicles, vehicles * 0.5, vehicles * 0.01))
+        commands = [p.decode(d) for _, d in self.field.step(0.0)] if self.field.step_due(0.0) else []
+        return notices, commands
+
+
+def rejected(field, reason):
+    return field.metrics.registry.get_sample_value("citybrain_messages_rejected_total", {"reason": reason})
+
+
+def test_bad_lanes_are_dropped_and_the_rest_of_the_frame_kept(net):
+    field = make_field(net)
+    feed = Feed(field, net)
+    values = np.full(net.n_lanes, 2.0, np.float32)
+    values[[3, 4, 5]] = [np.nan, -1.0, 1e6]
+    notices, _ = feed.frame(0.0, values)
+    assert [n.reason for n in notices] == ["invalid_value"]
+    assert rejected(field, "invalid_value") == 3
+    good = np.ones(net.n_lanes, bool)
+    good[[3, 4, 5]] = False
+    assert (field.vehicles[good] == 2.0).all() and (field.vehicles[[3, 4, 5]] == 0.0).all()
+
+
+def test_unknown_lane_ids_are_dropped_and_known_ones_merged(net):
+    field = make_field(net)
+    feed = Feed(field, net)
+    lanes = (net.lane_ids[0], "no-such-lane", net.lane_ids[1])
+    notices, _ = feed.frame(0.0, np.array([4, 5, 6], np.float32), lanes)
+    assert [n.reason for n in notices] == ["unknown_id"]
+    assert field.vehicles[0] == 4 and field.vehicles[1] == 6
+
+
+def test_silent_detectors_fall_back_to_fixed_time_and_recover(net):
+    field = make_field(net, stale_after_s=3.0)
+    feed = Feed(field, net)
+    silent = 4  # the centre signal of the 3x3 grid loses its detectors
+    ptr, lanes = field.signal_lane_ptr, field.signal_lanes
+    mine = set(lanes[ptr[silent]:ptr[silent + 1]].tolist())
+    others = tuple(lane for i, lane in enumerate(net.lane_ids) if i not in mine)
+    for t in range(5):
+        feed.frame(float(t))
+    assert not field.stale.any()
+    safety = field.engine.safety
+    first = int(net.phase_ptr[silent])
+    phases_seen, switch_times = [], []
+    for t in range(5, 200):
+        feed.frame(float(t), lanes=others)
+        if t > 8:
+            assert field.stale[silent] and field.stale.sum() < net.n_signals
+        if safety.stage[silent] == STAGE_GREEN and safety.stage_time_s[silent] == 0:
+            phases_seen.append(int(safety.green_phase[silent]))
+            switch_times.append(t)
+    # The fixed-time plan: candidate phases in program order, each for its program duration.
+    n_phases = int(net.phase_ptr[silent + 1]) - first
+    assert len(set(phases_seen)) == n_phases
+    assert all(b == (a + 1) % n_phases for a, b in zip(phases_seen, phases_seen[1:]))
+    green_s = np.maximum(net.phase_green_s[first:first + n_phases], safety.min_green_s[silent])
+    clearance_s = net.yellow_s[silent] + net.all_red_s[silent]
+    gaps = np.diff(switch_times)
+    assert list(gaps) == [green_s[phase] + clearance_s for phase in phases_seen[:-1]]
+    feed.frame(200.0)
+    feed.frame(201.0)
+    assert not field.stale.any()
+
+
+def test_state_report_is_taken_over_by_a_fresh_engine_but_not_while_a_command_is_in_flight(net):
+    field = make_field(net)
+    feed = Feed(field, net)
+    n = net.n_signals
+    state = dict(phase=np.ones(n, np.int16), next_phase=np.zeros(n, np.int16),
+                 stage=np.full(n, 1, np.uint8), stage_time_s=np.full(n, 1.0))
+    feed.send(p.StateReport(feed.next(), 0.0, -1, "engine", **state, rejected=()))
+    assert (field.engine.safety.green_phase == 1).all() and (field.engine.safety.stage == 1).all()
+    _, commands = feed.frame(0.0)
+    (command,) = commands
+    # A report acknowledging an older command says nothing about the present.
+    other = dict(state, phase=np.zeros(n, np.int16), stage=np.zeros(n, np.uint8))
+    feed.send(p.StateReport(feed.next(), 0.5, command.seq - 1, "engine", **other, rejected=()))
+    assert (field.engine.safety.stage == command.stage).all()
+    # While the gateway runs its own plan, its report is the truth.
+    feed.send(p.StateReport(feed.next(), 0.5, command.seq - 1, "local", **other, rejected=()))
+    assert (field.engine.safety.stage == 0).all()
+
+
+def test_impossible_reported_states_are_refused(net):
+    field = make_field(net)
+    feed = Feed(field, net)
+    n = net.n_signals
+    notices = feed.send(p.StateReport(feed.next(), 0.0, -1, "local", phase=np.full(n, 99, np.int16),
+                                      next_phase=np.zeros(n, np.int16), stage=np.zeros(n, np.uint8),
+                                      stage_time_s=np.zeros(n), rejected=()))
+    assert [x.reason for x in notices] == ["invalid_value"]
+    assert (field.engine.safety.green_phase < 99).all()
+
+
+def test_command_guard_refuses_unsafe_changes(net):
+    guard = CommandGuard(net)
+    signal = 0
+    first = int(net.phase_ptr[signal])
+    green_a, green_b = net.phase_states[first], net.phase_states[first + 1]
+    guard.shown_now(signal, green_a, 0.0)
+    assert guard.check(signal, green_b, 10.0) == "missing_yellow"
+    yellow = net.signal_state(signal, 1, 0, 1)
+    assert guard.check(signal, yellow, 10.0) is None
+    guard.shown_now(signal, yellow, 10.0)
+    all_red = net.signal_state(signal, 2, 0, 1)
+    assert guard.check(signal, all_red, 10.0 + net.yellow_s[signal] - 1) == "short_yellow"
+    assert guard.check(signal, all_red, 10.0 + net.yellow_s[signal]) is None
+    conflicting = "".join("G" if a in "Gg" or b in "Gg" else a for a, b in zip(green_a, green_b))
+    assert guard.check(signal, conflicting, 20.0) == "conflicting_green"
+    assert guard.check(signal, "G", 20.0) == "bad_state"
