@@ -20,7 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/decision_step.py
+	$(VENV)/bin/citybrain bench latency --sizes 100,1000,10000 --json results/bench/latency.json
+	$(VENV)/bin/citybrain bench wire --sizes 100 --seconds 20 --json results/bench/wire.json
 
 networks: $(STAMP)
 	$(PY) networks/generate.py

@@ -146,6 +146,61 @@ def _cmd_gateway(args) -> None:
     _write_json(report, args.json)
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--sizes wants comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--sizes wants positive integers, got {text!r}")
+    return sizes
+
+
+def _cmd_bench(args) -> None:
+    from . import bench
+    cache = Path(args.cache)
+    if args.bench == "latency":
+        report = bench.latency(_sizes(args.sizes), args.repeat, max(20, args.repeat // 10), cache)
+    elif args.bench == "wire":
+        report = bench.wire(_sizes(args.sizes), args.rate, args.seconds, cache)
+    elif args.bench == "scale":
+        report = bench.scale(_sizes(args.sizes), args.seconds, cache)
+    else:
+        report = _bench_scenarios(args, bench)
+    _write_json(report, args.json)
+
+
+def _bench_scenarios(args, bench) -> dict:
+    configs = {}
+    for path in args.scenario or []:
+        configs[load_scenario(path).name] = Path(path)
+    if not args.scenario:
+        configs["grid10x10"] = Path("scenarios/grid10x10")
+        resco = Path(args.resco)
+        if not resco.is_dir():
+            raise ValueError(f"RESCO folder {resco} not found (--resco PATH, or name scenarios with --scenario)")
+        for name in bench.RESCO_MAPS:
+            if (resco / name).is_dir():
+                configs[name] = resco / name / f"{name}.sumocfg"
+    controllers = tuple(c.strip() for c in args.controllers.split(",") if c.strip())
+    unknown = [c for c in controllers if c not in CONTROLLER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    report = bench.scenarios(configs, controllers, seeds, args.workers, args.end,
+                             _progress_bar(f"{len(configs)} scenarios x {len(controllers)} x {len(seeds)} seeds"))
+    published = bench.published_resco(Path(args.resco).parent / "README.md")
+    table = bench.scenarios_markdown(report, published)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenarios.md").write_text(table)
+    bench.write_json(report, out / "scenarios.json")
+    bench.scenarios_chart(report, out / "scenarios.png")
+    print(f"wrote {out / 'scenarios.md'}, {out / 'scenarios.json'}, {out / 'scenarios.png'}", file=sys.stderr)
+    return report
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool = True) -> None:
     parser.add_argument("scenario", nargs=None if scenario_required else "?",
                         help="scenario folder or .sumocfg file")
@@ -205,6 +260,31 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--replay", metavar="PATH",
                     help="instead of SUMO, replay a recording to the engine and check its commands match")
     gw.set_defaults(handler=_cmd_gateway)
+
+    bench = commands.add_parser("bench", help="latency, wire, scaling and traffic-outcome benchmarks")
+    kinds = bench.add_subparsers(dest="bench", required=True)
+    lat = kinds.add_parser("latency", help="one full decision step on generated grids, numba vs numpy")
+    lat.add_argument("--sizes", default="100,1000,10000", help="signals per grid (default 100,1000,10000)")
+    lat.add_argument("--repeat", type=int, default=2000, help="timed steps per size (default 2000)")
+    wir = kinds.add_parser("wire", help="frame-to-command latency through ZeroMQ on loopback")
+    wir.add_argument("--sizes", default="100,10000", help="signals per grid (default 100,10000)")
+    wir.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
+    wir.add_argument("--seconds", type=float, default=30.0, help="wall seconds per size (default 30)")
+    sca = kinds.add_parser("scale", help="SUMO + engine on generated grids: wall time per simulated second")
+    sca.add_argument("--sizes", default="100,1024,10000", help="signals per grid (default 100,1024,10000)")
+    sca.add_argument("--seconds", type=float, default=60.0, help="simulated seconds (default 60)")
+    scn = kinds.add_parser("scenarios", help="every controller on grid10x10 and the RESCO maps")
+    scn.add_argument("--resco", default="../shared/networks/resco", help="RESCO maps folder")
+    scn.add_argument("--scenario", action="append", help="run these instead (repeatable)")
+    scn.add_argument("--controllers", default=",".join(DEFAULT_COMPARE))
+    scn.add_argument("--seeds", default="42", help="comma-separated SUMO seeds (default 42)")
+    scn.add_argument("--end", type=float, help="end time, s (default: each scenario's)")
+    scn.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
+    scn.add_argument("--out", default="results/bench", help="folder for scenarios.md/.json/.png")
+    for sub in (lat, wir, sca, scn):
+        sub.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+        sub.add_argument("--cache", default="results/bench-cache", help="where generated grids are kept")
+    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 

@@ -5,13 +5,14 @@ because the simulator runs them itself (see `NATIVE_PROGRAMS`).
 """
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Protocol
 
 import numpy as np
 
+from . import kernels as compiled_kernels
 from .config import ControllerConfig
 from .frame import DetectorFrame
-from .kernels import aggregate_zones, choose_phases, fixed_time_requests, phase_pressure
 from .network import Network
 
 __all__ = [
@@ -50,9 +51,10 @@ class _PressureController:
 
     name = ""
 
-    def __init__(self, network: Network, config: ControllerConfig):
+    def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
         self.network = network
         self.config = config
+        self.kernels = kernels
         n_lanes = network.n_lanes
         self.upstream = np.zeros(n_lanes)
         self.downstream = np.zeros(n_lanes)
@@ -65,14 +67,14 @@ class _PressureController:
 
     def _zones(self, frame: DetectorFrame) -> None:
         net = self.network
-        aggregate_zones(frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_halting)
-        aggregate_zones(frame.vehicles, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_vehicles)
+        self.kernels.aggregate_zones(frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_halting)
+        self.kernels.aggregate_zones(frame.vehicles, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_vehicles)
 
     def _choose(self, signals: SignalView, requested: np.ndarray) -> None:
         net = self.network
-        phase_pressure(self.upstream, self.downstream, net.term_ptr, net.term_in_lane, net.term_out_lane,
+        self.kernels.phase_pressure(self.upstream, self.downstream, net.term_ptr, net.term_in_lane, net.term_out_lane,
                        net.term_weight, self.score)
-        choose_phases(self.score, net.phase_ptr, signals.green_phase, signals.stage, signals.stage_time_s,
+        self.kernels.choose_phases(self.score, net.phase_ptr, signals.green_phase, signals.stage, signals.stage_time_s,
                       signals.min_green_s, self.max_green_s, self.switch_margin, requested)
 
 
@@ -120,15 +122,16 @@ class FixedTimePlan:
 
     name = "fixed-plan"
 
-    def __init__(self, network: Network, period_s: float):
+    def __init__(self, network: Network, period_s: float, kernels: ModuleType = compiled_kernels):
         self.network = network
         self.period_s = period_s
+        self.kernels = kernels
         self.everywhere = np.ones(network.n_signals, dtype=bool)
 
     def decide(self, frame: DetectorFrame | None, signals: SignalView, requested: np.ndarray,
                active: np.ndarray | None = None) -> None:
         """Overwrite requested[i] for every signal with active[i] (default: all)."""
-        fixed_time_requests(self.network.phase_ptr, self.network.phase_green_s,
+        self.kernels.fixed_time_requests(self.network.phase_ptr, self.network.phase_green_s,
                             self.everywhere if active is None else active,
                             signals.green_phase, signals.stage, signals.stage_time_s, self.period_s, requested)
 
@@ -137,9 +140,11 @@ _ADAPTIVE = {cls.name: cls for cls in (MaxPressureController, CityBrainControlle
 CONTROLLER_NAMES = (*NATIVE_PROGRAMS, *_ADAPTIVE)
 
 
-def make_controller(name: str, network: Network, config: ControllerConfig | None = None) -> Controller:
+def make_controller(name: str, network: Network, config: ControllerConfig | None = None,
+                    kernels: ModuleType = compiled_kernels) -> Controller:
+    """`kernels`: citybrain.kernels (numba, the default) or citybrain.reference (plain numpy, for benchmarks)."""
     try:
         cls = _ADAPTIVE[name]
     except KeyError:
         raise ValueError(f"unknown adaptive controller {name!r}; choose from {', '.join(_ADAPTIVE)}") from None
-    return cls(network, config or ControllerConfig())
+    return cls(network, config or ControllerConfig(), kernels)

@@ -6,9 +6,11 @@ diff. The same `Engine` serves a simulation adapter and, later, the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
+from . import kernels as compiled_kernels
 from .config import SignalTiming
 from .controllers import Controller, FixedTimePlan
 from .frame import DetectorFrame
@@ -27,12 +29,13 @@ class SignalCommands:
 
 
 class Engine:
-    def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None):
+    def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None,
+                 kernels: ModuleType = compiled_kernels):
         self.network = network
         self.controller = controller
         self.timing = timing or SignalTiming()
-        self.safety = SafetyLayer(network, self.timing)
-        self.fallback = FixedTimePlan(network, self.timing.control_period_s)
+        self.safety = SafetyLayer(network, self.timing, kernels)
+        self.fallback = FixedTimePlan(network, self.timing.control_period_s, kernels)
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
         self._started = False
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
+from . import kernels as compiled_kernels
 from . import protocol as p
 from .config import SignalTiming
 from .controllers import Controller
@@ -91,13 +93,14 @@ class _Sighting:
 
 class FieldEngine:
     def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None,
-                 config: FieldConfig | None = None, metrics: EngineMetrics | None = None):
+                 config: FieldConfig | None = None, metrics: EngineMetrics | None = None,
+                 kernels: ModuleType = compiled_kernels):
         self.network = network
         self.config = config or FieldConfig()
         self.timing = (timing or SignalTiming())
         if self.timing.control_period_s != self.config.period_s:
             raise ValueError("timing.control_period_s and config.period_s differ")
-        self.engine = Engine(network, controller, self.timing)
+        self.engine = Engine(network, controller, self.timing, kernels)
         self.metrics = metrics or EngineMetrics()
         self.engine_id = uuid.uuid4().hex[:12]
         self.controller_name = controller.name
@@ -169,7 +172,7 @@ class FieldEngine:
         if isinstance(message, p.StateReport):
             problems = self._state(session, message)
         else:
-            problems = self._counts(session, message)
+            problems = self.merge_counts(session, message)
         return [self._notice(sender, reason, detail, message.seq) for reason, detail in problems]
 
     def _admit(self, sender: bytes, mono_s: float) -> bool:
@@ -207,7 +210,7 @@ class FieldEngine:
                             unknown_signals, unknown_lanes)
         return [(sender, p.encode(welcome))]
 
-    def _counts(self, session: _Session, message) -> list[tuple[str, str]]:
+    def merge_counts(self, session: _Session, message) -> list[tuple[str, str]]:
         """Merge a detector or camera frame's valid lanes; report the rest."""
         problems = []
         if message.lanes is not None:

@@ -16,11 +16,13 @@ conflict data. It is how `safety_violations` is counted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 
 from .config import SignalTiming
-from .kernels import STAGE_GREEN, advance_signals, count_conflicting_greens
+from . import kernels as compiled_kernels
+from .kernels import STAGE_GREEN, count_conflicting_greens
 from .network import Network
 
 __all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport", "CommandGuard"]
@@ -29,8 +31,9 @@ __all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport", "CommandGuard"]
 class SafetyLayer:
     """Stage machine of every signal: green -> yellow -> all-red -> green."""
 
-    def __init__(self, network: Network, timing: SignalTiming):
+    def __init__(self, network: Network, timing: SignalTiming, kernels: ModuleType = compiled_kernels):
         self.network = network
+        self.kernels = kernels
         n = network.n_signals
         self.dt_s = timing.control_period_s
         self.min_green_s = timing.min_green_of(network.yellow_s + network.all_red_s).astype(np.float64)
@@ -44,7 +47,7 @@ class SafetyLayer:
     def advance(self, requested: np.ndarray) -> np.ndarray:
         """Apply this period's requests; returns the mask of signals whose display changed."""
         net = self.network
-        advance_signals(
+        self.kernels.advance_signals(
             requested, self.dt_s, net.phase_ptr, net.transition_offset, net.needs_clearance,
             net.yellow_s, net.all_red_s, self.min_green_s,
             self.green_phase, self.next_phase, self.stage, self.stage_time_s, self.changed,

@@ -1,0 +1,372 @@
+"""`citybrain bench`: decision latency, wire latency, SUMO scaling, traffic outcomes.
+
+Every figure is measured when the command runs; nothing here is a constant.
+Generated grids and their compiled networks are cached under `cache`
+(default results/bench-cache/), because a 10,000-signal grid takes ~20 s to
+generate and ~20 s to compile.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from . import kernels, protocol, reference
+from .config import SignalTiming
+from .controllers import make_controller
+from .field import FieldConfig, FieldEngine
+from .grids import DEFAULT_CACHE, bench_grid
+from .network import Network, load_network
+from .run import RunOptions, simulate
+from .scenario import load_scenario
+from .sumo_home import ensure_sumo_home, sumo_tool
+from .wire import GatewayLink
+
+__all__ = ["latency", "wire", "scale", "scenarios", "published_resco", "RESCO_MAPS"]
+
+RESCO_MAPS = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4",
+              "arterial4x4")
+
+
+def cached_network(n_signals: int, cache: Path = DEFAULT_CACHE) -> tuple[Path, Network]:
+    """A generated grid of `n_signals` and its compiled network (pickled beside it)."""
+    net_file = bench_grid(n_signals, cache)
+    pickled = net_file.with_suffix(".network.pickle")
+    if pickled.exists() and pickled.stat().st_mtime >= net_file.stat().st_mtime:
+        with open(pickled, "rb") as stream:
+            return net_file, pickle.load(stream)
+    network = load_network(net_file)
+    with open(pickled, "wb") as stream:
+        pickle.dump(network, stream, protocol=pickle.HIGHEST_PROTOCOL)
+    return net_file, network
+
+
+def _synthetic_frames(network: Network, count: int, seed: int = 0) -> list[tuple[np.ndarray, ...]]:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        vehicles = rng.poisson(3.0, network.n_lanes).astype(np.float32)
+        halting = np.minimum(vehicles, rng.poisson(2.0, network.n_lanes)).astype(np.float32)
+        frames.append((vehicles, halting, vehicles / 30))
+    return frames
+
+
+# -- latency -----------------------------------------------------------------
+
+def _decision_samples(network: Network, ops, repeat: int, frames) -> np.ndarray:
+    """Time the full decision step: a frame's lanes validated and merged into the
+    engine's state, the controller, the safety layer, per-gateway command diff
+    and its encoding. The frame arrives already decoded (the wire is `bench wire`)."""
+    field = FieldEngine(network, make_controller("citybrain", network, kernels=ops), SignalTiming(),
+                        FieldConfig(clock="frames"), kernels=ops)
+    gateway = b"bench"
+    field.receive(gateway, protocol.encode(protocol.Hello(1, 0.0, "bench", network.signal_ids, network.lane_ids)),
+                  0.0, 0.0)
+    session = field.sessions[gateway]
+    messages = [protocol.DetectorMessage(i + 2, float(i), None, *frames[i % len(frames)])
+                for i in range(repeat + 32)]
+    for message in messages[:32]:                     # JIT warm-up and the first, full command
+        field.merge_counts(session, message)
+        field.step(0.0)
+    samples = np.empty(repeat)
+    for i, message in enumerate(messages[32:]):
+        start = time.perf_counter_ns()
+        field.merge_counts(session, message)
+        field.step(0.0)
+        samples[i] = (time.perf_counter_ns() - start) / 1000.0
+    return samples
+
+
+def latency(sizes: list[int], repeat: int = 2000, numpy_repeat: int = 200, cache: Path = DEFAULT_CACHE,
+            log: Callable[[str], None] = print) -> dict:
+    results = {}
+    for size in sizes:
+        _, network = cached_network(size, cache)
+        frames = _synthetic_frames(network, 16)
+        fast = _decision_samples(network, kernels, repeat, frames)
+        slow = _decision_samples(network, reference, numpy_repeat, frames)
+        p50, p99, worst = np.percentile(fast, [50, 99, 100])
+        numpy_p50 = float(np.percentile(slow, 50))
+        results[str(size)] = {
+            "signals": network.n_signals, "lanes": network.n_lanes, "movements": int(network.move_signal.size),
+            "phases": network.n_phases, "repeat": repeat,
+            "p50_us": round(float(p50), 1), "p99_us": round(float(p99), 1), "max_us": round(float(worst), 1),
+            "numpy_p50_us": round(numpy_p50, 1), "numpy_over_numba": round(numpy_p50 / float(p50), 1),
+        }
+        r = results[str(size)]
+        log(f"{size:>6} signals ({r['lanes']} lanes): p50 {r['p50_us']:.0f} us  p99 {r['p99_us']:.0f} us  "
+            f"max {r['max_us']:.0f} us; numpy reference p50 {r['numpy_p50_us']:.0f} us "
+            f"({r['numpy_over_numba']:.1f}x)")
+    return {"sizes": results, "machine": _machine()}
+
+
+# -- wire --------------------------------------------------------------------
+
+def _start_engine(net_file: Path, period_s: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "citybrain.cli", "serve", str(net_file), "--clock", "frames",
+                             "--period", str(period_s), "--bind", "tcp://127.0.0.1:*", "--metrics-port", "-1"],
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        match = re.search(r"listening on (\S+);", line)
+        if match:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, match.group(1)
+    raise RuntimeError(f"citybrain serve did not start (exit {proc.wait()})")
+
+
+def _wire_one(size: int, rate_hz: float, seconds: float, cache: Path) -> dict:
+    """`citybrain serve` in its own process; this process plays a gateway sending
+    a full frame at `rate_hz` and timing each until the command answering it."""
+    net_file, network = cached_network(size, cache)
+    period_s = 1.0 / rate_hz
+    engine, endpoint = _start_engine(net_file, period_s)
+    try:
+        link = GatewayLink(endpoint)
+        seq = 1
+        deadline = time.monotonic() + 300
+        while not link.send(protocol.encode(protocol.Hello(seq, 0.0, "bench", network.signal_ids,
+                                                           network.lane_ids))):
+            if time.monotonic() > deadline:
+                raise RuntimeError("engine unreachable")
+            time.sleep(0.05)
+        if link.receive(300.0) is None:
+            raise RuntimeError("no welcome from the engine")
+        frames = _synthetic_frames(network, 16)
+        n_frames = max(1, int(seconds * rate_hz))
+        latencies, lost, frame_bytes = [], 0, 0
+        start = time.monotonic()
+        for i in range(n_frames):
+            time.sleep(max(0.0, start + i * period_s - time.monotonic()))
+            seq += 1
+            data = protocol.encode(protocol.DetectorMessage(seq, i * period_s, None, *frames[i % len(frames)]))
+            frame_bytes = len(data)
+            sent = time.perf_counter()
+            link.send(data)
+            while True:
+                reply = link.receive(max(period_s, 1.0))
+                if reply is None:
+                    lost += 1
+                    break
+                message = protocol.decode(reply)
+                if isinstance(message, protocol.SignalCommand) and message.frame_seq == seq:
+                    latencies.append(time.perf_counter() - sent)
+                    break
+        achieved_hz = n_frames / (time.monotonic() - start)
+        link.close()
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        engine.wait(60)
+    lat = np.array(latencies) * 1e6 if latencies else np.array([np.nan])
+    return {"signals": network.n_signals, "lanes": network.n_lanes, "rate_hz": rate_hz, "frames": n_frames,
+            "answered": len(latencies), "lost": lost, "achieved_hz": round(achieved_hz, 2),
+            "frame_bytes": frame_bytes, "p50_us": round(float(np.percentile(lat, 50)), 1),
+            "p99_us": round(float(np.percentile(lat, 99)), 1), "max_us": round(float(np.max(lat)), 1)}
+
+
+def wire(sizes: list[int], rate_hz: float = 10.0, seconds: float = 30.0, cache: Path = DEFAULT_CACHE,
+         log: Callable[[str], None] = print) -> dict:
+    results = {}
+    for size in sizes:
+        r = results[str(size)] = _wire_one(size, rate_hz, seconds, cache)
+        log(f"{size:>6} signals, {r['frame_bytes'] / 1e3:.0f} kB frames at {rate_hz:g} Hz "
+            f"(achieved {r['achieved_hz']:g}): frame->command p50 {r['p50_us']:.0f} us  p99 {r['p99_us']:.0f} us  "
+            f"max {r['max_us']:.0f} us; {r['answered']}/{r['frames']} answered, {r['lost']} lost")
+    return {"sizes": results, "machine": _machine()}
+
+
+# -- scale -------------------------------------------------------------------
+
+def _grid_scenario(size: int, seconds: float, cache: Path) -> Path:
+    """A scenario on the generated grid: random trips, 70 per signal and hour
+    (grid10x10's density), routed by SUMO at departure."""
+    net_file = bench_grid(size, cache)
+    folder = cache / f"grid{size}-scale-{seconds:g}s"
+    config = folder / "scale.sumocfg"
+    if config.exists():
+        return config
+    folder.mkdir(parents=True, exist_ok=True)
+    ensure_sumo_home()
+    trips = folder / "trips.xml"
+    period = 3600.0 / (70 * size)
+    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net_file), "-o", str(trips),
+                    "-b", "0", "-e", f"{seconds:g}", "-p", f"{period:.6f}", "--seed", "42", "--fringe-factor", "10",
+                    "--min-distance", "400"], check=True, capture_output=True)
+    config.write_text(f"""<configuration>
+    <input><net-file value="{net_file.resolve()}"/><route-files value="trips.xml"/></input>
+    <time><begin value="0"/><end value="{seconds:g}"/></time>
+</configuration>
+""")
+    return config
+
+
+def scale(sizes: list[int], seconds: float = 60.0, cache: Path = DEFAULT_CACHE,
+          log: Callable[[str], None] = print) -> dict:
+    """citybrain in SUMO on each grid; wall time per simulated second, split."""
+    results = {}
+    for size in sizes:
+        config = _grid_scenario(size, seconds, cache)
+        run = simulate(config, "citybrain", RunOptions())
+        split = run["timing"]
+        per_s = {k: v / run["simulated_s"] for k, v in split.items()}
+        wall = run["wall_s"] / run["simulated_s"]
+        results[str(size)] = {
+            "signals": run["signals"], "simulated_s": run["simulated_s"], "vehicles_arrived": run["throughput_veh"],
+            "wall_per_sim_s": round(wall, 4),
+            **{f"{k}_per_sim_s": round(v, 4) for k, v in per_s.items()},
+            "engine_share": round(per_s["engine_s"] / wall, 4),
+        }
+        r = results[str(size)]
+        log(f"{size:>6} signals: {r['wall_per_sim_s'] * 1e3:.1f} ms wall per simulated s: SUMO step "
+            f"{r['sumo_step_s_per_sim_s'] * 1e3:.1f}, SUMO reads/writes {r['sumo_io_s_per_sim_s'] * 1e3:.1f}, "
+            f"engine {r['engine_s_per_sim_s'] * 1e3:.2f} ({r['engine_share']:.1%}), safety audit "
+            f"{r['audit_s_per_sim_s'] * 1e3:.1f}")
+    return {"sizes": results, "machine": _machine()}
+
+
+# -- scenarios ---------------------------------------------------------------
+
+def _one_run(config: str, controller: str, options: RunOptions, queue) -> tuple[str, str, int, dict]:
+    return config, controller, options.seed, simulate(config, controller, options, lambda s: queue.put(s))
+
+
+def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tuple[int, ...],
+              workers: int | None = None, end_s: float | None = None,
+              progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
+    """Every controller on every scenario and seed, one simulation per process, as many as cores."""
+    jobs = []
+    total_s = 0.0
+    for name, config in configs.items():
+        begin, end = load_scenario(config).window(None, end_s)
+        for controller in controllers:
+            for seed in seeds:
+                jobs.append((name, str(config), controller, RunOptions(seed=seed, end_s=end)))
+                total_s += end - begin
+    context = multiprocessing.get_context("spawn")
+    runs: dict[str, dict[str, list[dict]]] = {name: {c: [] for c in controllers} for name in configs}
+    with context.Manager() as manager:
+        queue = manager.Queue()
+        update = progress(total_s) if progress else None
+        with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=context, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(_one_run, config, controller, options, queue): name
+                       for name, config, controller, options in jobs}
+            pending = set(futures)
+            while pending:
+                while not queue.empty():
+                    seconds = queue.get()
+                    if update:
+                        update(seconds)
+                done = {f for f in pending if f.done()}
+                for future in done:
+                    _, controller, _, result = future.result()
+                    runs[futures[future]][controller].append(result)
+                pending -= done
+                if pending:
+                    time.sleep(0.2)
+    summary = {}
+    for name, by_controller in runs.items():
+        summary[name] = {}
+        for controller, results in by_controller.items():
+            delays = np.array([r["mean_delay_s"] for r in results])
+            summary[name][controller] = {
+                "mean_delay_s": round(float(delays.mean()), 2),
+                "delay_std_s": round(float(delays.std(ddof=1)), 2) if len(delays) > 1 else 0.0,
+                "delay_by_seed": [round(float(d), 2) for d in delays],
+                "throughput_veh": round(float(np.mean([r["throughput_veh"] for r in results])), 1),
+                "safety_violations": int(sum(r["safety_violations"] for r in results)),
+                "teleports": int(sum(r["teleports"] for r in results)),
+            }
+    return {"seeds": list(seeds), "controllers": list(controllers), "scenarios": summary, "machine": _machine()}
+
+
+def published_resco(readme: Path) -> dict[str, dict[str, str]]:
+    """Rows of the 'Published average delay' table of ../shared/networks/README.md, by map then column."""
+    rows, header = {}, None
+    if not readme.exists():
+        return rows
+    for line in readme.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[:2] == ["map", "Fixed"]:
+            header = cells
+        elif header and len(cells) == len(header) and cells[0] in RESCO_MAPS:
+            rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def scenarios_markdown(report: dict, published: dict[str, dict[str, str]]) -> str:
+    controllers = report["controllers"]
+    columns = ["RESCO Fixed", "RESCO MaxPressure", "RESCO best"]
+    lines = [f"Mean delay, s (mean ± std over seeds {', '.join(map(str, report['seeds']))}); "
+             "violations summed over all runs of our controllers.", "",
+             "| scenario | " + " | ".join(controllers) + " | " + " | ".join(columns) + " | violations |",
+             "|---" * (len(controllers) + len(columns) + 2) + "|"]
+    for name, by_controller in report["scenarios"].items():
+        cells = []
+        for c in controllers:
+            r = by_controller[c]
+            cells.append(f"{r['mean_delay_s']:.1f} ± {r['delay_std_s']:.1f}" if len(report["seeds"]) > 1
+                         else f"{r['mean_delay_s']:.1f}")
+        pub = published.get(name, {})
+        cells += [pub.get(k.removeprefix("RESCO "), "–") for k in columns]
+        violations = sum(r["safety_violations"] for c, r in by_controller.items() if c not in ("fixed", "actuated"))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {violations} |")
+    return "\n".join(lines) + "\n"
+
+
+def scenarios_chart(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["scenarios"])
+    controllers = report["controllers"]
+    width = 0.8 / len(controllers)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4.5))
+    for i, controller in enumerate(controllers):
+        means = [report["scenarios"][n][controller]["mean_delay_s"] for n in names]
+        stds = [report["scenarios"][n][controller]["delay_std_s"] for n in names]
+        ax.bar(np.arange(len(names)) + (i - (len(controllers) - 1) / 2) * width, means, width, yerr=stds,
+               label=controller, capsize=2)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("mean delay per vehicle, s")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("citybrain bench scenarios")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _machine() -> dict:
+    import platform
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
+def write_json(data: dict, path: Path | None) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+

@@ -1,0 +1,42 @@
+"""Every `citybrain bench` subcommand at a tiny size, so none of them rots."""
+import json
+
+from .conftest import SHORT
+from .test_cli import citybrain
+
+
+def run_bench(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    run = citybrain("bench", *args, "--cache", str(tmp_path / "cache"), "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    return json.loads(out.read_text()), run.stdout
+
+
+def test_bench_latency(tmp_path):
+    report, stdout = run_bench(tmp_path, "latency", "--sizes", "4", "--repeat", "50")
+    size = report["sizes"]["4"]
+    assert size["signals"] == 4 and 0 < size["p50_us"] <= size["p99_us"] <= size["max_us"]
+    assert size["numpy_p50_us"] > 0 and "numpy reference" in stdout
+
+
+def test_bench_wire(tmp_path):
+    report, _ = run_bench(tmp_path, "wire", "--sizes", "4", "--rate", "20", "--seconds", "0.5")
+    size = report["sizes"]["4"]
+    assert size["frames"] == 10 and size["answered"] == 10 and size["lost"] == 0 and size["p50_us"] > 0
+
+
+def test_bench_scale(tmp_path):
+    report, _ = run_bench(tmp_path, "scale", "--sizes", "4", "--seconds", "30")
+    size = report["sizes"]["4"]
+    assert size["signals"] == 4 and size["simulated_s"] == 30
+    assert 0 < size["engine_s_per_sim_s"] < size["wall_per_sim_s"] and 0 < size["engine_share"] < 1
+
+
+def test_bench_scenarios(tmp_path):
+    out = tmp_path / "out"
+    report, stdout = run_bench(tmp_path, "scenarios", "--scenario", str(SHORT), "--end", "60",
+                               "--controllers", "fixed,citybrain", "--seeds", "1,2", "--out", str(out))
+    result = report["scenarios"]["grid3x3-short"]["citybrain"]
+    assert len(result["delay_by_seed"]) == 2 and result["safety_violations"] == 0
+    assert "| grid3x3-short |" in stdout
+    assert (out / "scenarios.md").exists() and (out / "scenarios.png").stat().st_size > 1000
