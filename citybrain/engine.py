@@ -54,4 +54,4 @@ class Engine:
         return self._commands(np.flatnonzero(changed).astype(np.int32))
 
     def _commands(self, signals: np.ndarray) -> SignalCommands:
-        return SignalCommands(signals, tuple(self.safety.state_string(int(i)) for i in signals))
+        return SignalCommands(signals, self.safety.state_strings(signals))

@@ -101,6 +101,7 @@ class FieldEngine:
         if self.timing.control_period_s != self.config.period_s:
             raise ValueError("timing.control_period_s and config.period_s differ")
         self.engine = Engine(network, controller, self.timing, kernels)
+        self.kernels = kernels
         self.metrics = metrics or EngineMetrics()
         self.engine_id = uuid.uuid4().hex[:12]
         self.controller_name = controller.name
@@ -232,27 +233,23 @@ class FieldEngine:
             n = int(unknown.sum())
             self._reject("unknown_id", f"{n} unknown lane ids, e.g. {message.lanes[int(np.argmax(unknown))]!r}", n)
             problems.append(("unknown_id", f"{n} lane ids not in the network"))
-        valid = ~unknown
+        ops = self.kernels
+        valid = np.ones(lanes.size, dtype=bool)
         for _, values, name in fields:
-            if values is None:
-                continue
-            bound = 1.0 if name == "occupancy" else self.lane_capacity[np.maximum(lanes, 0)]
-            with np.errstate(invalid="ignore"):
-                valid &= np.isfinite(values) & (values >= 0) & (values <= bound)
-        bad = ~valid & ~unknown
-        if bad.any():
-            n = int(bad.sum())
-            lane = self.network.lane_ids[lanes[int(np.argmax(bad))]]
-            self._reject("invalid_value", f"{n} lanes with NaN, negative or impossible counts, e.g. {lane!r}", n)
-            problems.append(("invalid_value", f"{n} lanes with NaN, negative or impossible values"))
+            if values is not None:
+                ops.check_lane_values(lanes, values, self.lane_capacity, 1.0 if name == "occupancy" else 0.0, valid)
+        n_bad = lanes.size - int(unknown.sum()) - int(np.count_nonzero(valid))
+        if n_bad:
+            first_bad = int(np.argmax(~valid & ~unknown))
+            lane = self.network.lane_ids[lanes[first_bad]]
+            self._reject("invalid_value", f"{n_bad} lanes with NaN, negative or impossible counts, e.g. {lane!r}",
+                         n_bad)
+            problems.append(("invalid_value", f"{n_bad} lanes with NaN, negative or impossible values"))
         # A late frame must not overwrite what a newer one said about the same lane.
-        target = lanes[valid]
-        newer = self.lane_seen_s[target] <= message.time_s
-        target = target[newer]
         for store, values, _ in fields:
             if values is not None:
-                store[target] = values[valid][newer]
-        self.lane_seen_s[target] = message.time_s
+                ops.store_lane_values(lanes, values, valid, message.time_s, self.lane_seen_s, store)
+        ops.mark_lanes_seen(lanes, valid, message.time_s, self.lane_seen_s)
         if isinstance(message, p.DetectorMessage):
             session.last_frame_seq = message.seq
             if self.config.clock == "frames":
@@ -325,7 +322,7 @@ class FieldEngine:
                 continue
             if session.fresh:
                 positions = np.flatnonzero(known).astype(np.int32)
-                states = tuple(safety.state_string(int(session.signals[i])) for i in positions)
+                states = safety.state_strings(session.signals[positions])
                 session.fresh = False
             else:
                 positions = session.position[commands.signals]

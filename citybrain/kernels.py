@@ -15,6 +15,9 @@ __all__ = [
     "fixed_time_requests",
     "advance_signals",
     "count_conflicting_greens",
+    "check_lane_values",
+    "store_lane_values",
+    "mark_lanes_seen",
     "STAGE_GREEN",
     "STAGE_YELLOW",
     "STAGE_ALL_RED",
@@ -155,3 +158,36 @@ def count_conflicting_greens(protected, link_offset, conflict_offset, conflict, 
                 if protected[start + b] and conflict[base + a * n + b]:
                     found += 1
         out[signal] = found
+
+
+@jit
+def check_lane_values(lanes, values, bound, fixed_bound, valid):
+    """valid[k] &= lane k is known and 0 <= values[k] <= its bound (NaN fails).
+    The bound is fixed_bound when positive, else bound[lanes[k]]."""
+    for k in range(lanes.shape[0]):
+        if not valid[k]:
+            continue
+        lane = lanes[k]
+        if lane < 0:
+            valid[k] = False
+            continue
+        limit = fixed_bound if fixed_bound > 0.0 else bound[lane]
+        value = values[k]
+        if not (value >= 0.0 and value <= limit):
+            valid[k] = False
+
+
+@jit
+def store_lane_values(lanes, values, valid, time_s, lane_seen_s, store):
+    """store[lane] = value for valid entries, unless a newer frame already set that lane."""
+    for k in range(lanes.shape[0]):
+        if valid[k] and lane_seen_s[lanes[k]] <= time_s:
+            store[lanes[k]] = values[k]
+
+
+@jit
+def mark_lanes_seen(lanes, valid, time_s, lane_seen_s):
+    """lane_seen_s[lane] = time_s for valid entries, never moving it backwards."""
+    for k in range(lanes.shape[0]):
+        if valid[k] and lane_seen_s[lanes[k]] <= time_s:
+            lane_seen_s[lanes[k]] = time_s

@@ -10,7 +10,8 @@ import numpy as np
 
 from .kernels import KEEP, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
-__all__ = ["aggregate_zones", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals", "count_conflicting_greens"]
+__all__ = ["aggregate_zones", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals", "count_conflicting_greens",
+           "check_lane_values", "store_lane_values", "mark_lanes_seen"]
 
 
 def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -82,3 +83,22 @@ def count_conflicting_greens(protected, link_offset, conflict_offset, conflict, 
         matrix = conflict[conflict_offset[signal]:conflict_offset[signal] + n * n].reshape(n, n)
         green = protected[start:stop]
         out[signal] = int(np.triu(matrix & np.outer(green, green), 1).sum())
+
+
+def check_lane_values(lanes, values, bound, fixed_bound, valid):
+    known = lanes >= 0
+    limit = np.full(len(lanes), fixed_bound) if fixed_bound > 0 else np.where(known, bound[np.maximum(lanes, 0)], 0)
+    with np.errstate(invalid="ignore"):
+        valid &= known & (values >= 0) & (values <= limit)
+
+
+def store_lane_values(lanes, values, valid, time_s, lane_seen_s, store):
+    take = valid.copy()
+    take[valid] = lane_seen_s[lanes[valid]] <= time_s
+    store[lanes[take]] = values[take]
+
+
+def mark_lanes_seen(lanes, valid, time_s, lane_seen_s):
+    take = valid.copy()
+    take[valid] = lane_seen_s[lanes[valid]] <= time_s
+    lane_seen_s[lanes[take]] = time_s

@@ -42,7 +42,10 @@ class SafetyLayer:
         self.stage = np.full(n, STAGE_GREEN, dtype=np.int8)
         self.stage_time_s = np.zeros(n, dtype=np.float64)
         self.changed = np.zeros(n, dtype=bool)
-        self._state_cache: dict[tuple[int, int, int, int], str] = {}
+        self._n_phases = np.diff(network.phase_ptr).astype(np.int64)
+        sizes = 3 * self._n_phases * self._n_phases       # stages x phase x next phase
+        self._state_base = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        self._state_table: list[str | None] = [None] * int(sizes.sum())
 
     def advance(self, requested: np.ndarray) -> np.ndarray:
         """Apply this period's requests; returns the mask of signals whose display changed."""
@@ -69,12 +72,20 @@ class SafetyLayer:
         self.stage_time_s[signals] = stage_time_s[valid]
         return int((~valid).sum())
 
-    def state_string(self, signal: int) -> str:
-        key = (signal, int(self.stage[signal]), int(self.green_phase[signal]), int(self.next_phase[signal]))
-        state = self._state_cache.get(key)
-        if state is None:
-            state = self._state_cache[key] = self.network.signal_state(*key)
-        return state
+    def state_strings(self, signals: np.ndarray) -> tuple[str, ...]:
+        """The SUMO state string each of `signals` shows now. Strings are built once
+        per (signal, stage, phase, next phase) and kept in a flat table."""
+        n = self._n_phases[signals]
+        codes = (self._state_base[signals] + self.stage[signals] * n * n + self.green_phase[signals] * n
+                 + self.next_phase[signals])
+        table, out = self._state_table, []
+        for signal, code in zip(signals.tolist(), codes.tolist()):
+            state = table[code]
+            if state is None:
+                state = table[code] = self.network.signal_state(
+                    signal, int(self.stage[signal]), int(self.green_phase[signal]), int(self.next_phase[signal]))
+            out.append(state)
+        return tuple(out)
 
 
 @dataclass

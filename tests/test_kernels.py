@@ -120,6 +120,30 @@ def test_count_conflicting_greens_matches_reference():
     assert fast.sum() > 0
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_lane_value_kernels_match_reference(seed):
+    rng = np.random.default_rng(seed)
+    n_lanes, n = 300, 500
+    lanes = rng.integers(-1, n_lanes, n).astype(np.int32)
+    values = rng.normal(5, 8, n).astype(np.float32)
+    values[rng.random(n) < 0.05] = np.nan
+    capacity = rng.uniform(5, 20, n_lanes)
+    seen = rng.integers(0, 20, n_lanes).astype(np.float64)
+    results = []
+    for ops in (kernels, reference):
+        valid = np.ones(n, bool)
+        ops.check_lane_values(lanes, values, capacity, 0.0, valid)
+        ops.check_lane_values(lanes, np.abs(values) / 20, capacity, 1.0, valid)
+        store, lane_seen = np.zeros(n_lanes), seen.copy()
+        ops.store_lane_values(lanes, values, valid, 10.0, lane_seen, store)
+        ops.mark_lanes_seen(lanes, valid, 10.0, lane_seen)
+        results.append((valid, store, lane_seen))
+    for fast, slow in zip(*results):
+        np.testing.assert_array_equal(fast, slow)
+    valid = results[0][0]
+    assert valid.any() and not valid.all() and not valid[lanes < 0].any()
+
+
 def test_engine_on_numpy_reference_decides_exactly_as_on_numba():
     """The whole decision path, not just each kernel: 300 steps of random frames
     on grid10x10 give the same commands with either set of kernels."""
