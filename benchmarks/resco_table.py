@@ -12,21 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED = ROOT.parent / "shared" / "networks" / "README.md"
-MAPS = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4", "arterial4x4")
+from citybrain.bench import RESCO_MAPS, published_resco
 
-
-def published() -> dict[str, dict[str, str]]:
-    """Rows of the 'Published average delay' table, keyed by map then column."""
-    rows, header = {}, None
-    for line in PUBLISHED.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[:2] == ["map", "Fixed"]:
-            header = cells
-        elif header and len(cells) == len(header) and cells[0] in MAPS:
-            rows[cells[0]] = dict(zip(header, cells))
-    return rows
+PUBLISHED = Path(__file__).resolve().parent.parent.parent / "shared" / "networks" / "README.md"
 
 
 def ratio(value: float, base: str) -> str:
@@ -37,11 +25,11 @@ def ratio(value: float, base: str) -> str:
 
 
 def main(folder: str) -> None:
-    pub = published()
+    pub = published_resco(PUBLISHED)
     print("| map | fixed | actuated | maxpressure | citybrain | RESCO Fixed | RESCO MaxPressure | RESCO best "
           "| MP/fixed ours | MP/Fixed RESCO | violations |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name in MAPS:
+    for name in RESCO_MAPS:
         path = Path(folder) / f"{name}.json"
         if not path.exists():
             continue

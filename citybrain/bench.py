@@ -8,7 +8,6 @@ generate and ~20 s to compile.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import pickle
 import re
@@ -18,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ from .controllers import make_controller
 from .field import FieldConfig, FieldEngine
 from .grids import DEFAULT_CACHE, bench_grid
 from .network import Network, load_network
-from .run import RunOptions, simulate
+from .run import RunOptions, simulate, simulate_in_processes
 from .scenario import load_scenario
 from .sumo_home import ensure_sumo_home, sumo_tool
 from .wire import GatewayLink
@@ -237,43 +235,23 @@ def scale(sizes: list[int], seconds: float = 60.0, cache: Path = DEFAULT_CACHE,
 
 # -- scenarios ---------------------------------------------------------------
 
-def _one_run(config: str, controller: str, options: RunOptions, queue) -> tuple[str, str, int, dict]:
-    return config, controller, options.seed, simulate(config, controller, options, lambda s: queue.put(s))
-
-
 def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tuple[int, ...],
               workers: int | None = None, end_s: float | None = None,
               progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
     """Every controller on every scenario and seed, one simulation per process, as many as cores."""
-    jobs = []
+    jobs, names = [], []
     total_s = 0.0
     for name, config in configs.items():
         begin, end = load_scenario(config).window(None, end_s)
         for controller in controllers:
             for seed in seeds:
-                jobs.append((name, str(config), controller, RunOptions(seed=seed, end_s=end)))
+                jobs.append((str(config), controller, RunOptions(seed=seed, end_s=end)))
+                names.append(name)
                 total_s += end - begin
-    context = multiprocessing.get_context("spawn")
+    results = simulate_in_processes(jobs, workers, progress(total_s) if progress else None)
     runs: dict[str, dict[str, list[dict]]] = {name: {c: [] for c in controllers} for name in configs}
-    with context.Manager() as manager:
-        queue = manager.Queue()
-        update = progress(total_s) if progress else None
-        with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=context, max_tasks_per_child=1) as pool:
-            futures = {pool.submit(_one_run, config, controller, options, queue): name
-                       for name, config, controller, options in jobs}
-            pending = set(futures)
-            while pending:
-                while not queue.empty():
-                    seconds = queue.get()
-                    if update:
-                        update(seconds)
-                done = {f for f in pending if f.done()}
-                for future in done:
-                    _, controller, _, result = future.result()
-                    runs[futures[future]][controller].append(result)
-                pending -= done
-                if pending:
-                    time.sleep(0.2)
+    for name, (_, controller, _), result in zip(names, jobs, results):
+        runs[name][controller].append(result)
     summary = {}
     for name, by_controller in runs.items():
         summary[name] = {}

@@ -277,9 +277,8 @@ def replay(path: Path, engine_address: str, timeout_s: float = 5.0) -> dict:
             elif isinstance(message, p.DetectorMessage):
                 result["frames"] += 1
                 sent = time.perf_counter()
-                frame_seq = message.seq
-                command = _await(link, lambda m: isinstance(m, p.SignalCommand) and m.frame_seq == frame_seq,
-                                 timeout_s)
+                command = _await(link, lambda m, seq=message.seq: isinstance(m, p.SignalCommand)
+                                 and m.frame_seq == seq, timeout_s)
                 if command is None:
                     result["missing"] += 1
                     continue

@@ -20,7 +20,8 @@ from .safety import SafetyMonitor
 from .scenario import Scenario, load_scenario
 from .sumo_adapter import SumoOptions, SumoSimulation
 
-__all__ = ["RunOptions", "simulate", "run_gateway", "compare", "build_report", "DEFAULT_COMPARE"]
+__all__ = ["RunOptions", "simulate", "simulate_in_processes", "run_gateway", "compare", "build_report",
+           "DEFAULT_COMPARE"]
 
 DEFAULT_COMPARE = ("fixed", "actuated", "maxpressure", "citybrain")
 Progress = Callable[[float], None]   # called with simulated seconds just completed
@@ -122,17 +123,39 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     }
 
 
-def _simulate_in_worker(scenario_path: str, controller_name: str, options: RunOptions, queue) -> tuple[str, dict]:
-    def progress(seconds: float) -> None:
-        queue.put(seconds)
-    return controller_name, simulate(scenario_path, controller_name, options, progress)
+def _simulate_in_worker(scenario_path: str, controller_name: str, options: RunOptions, queue) -> dict:
+    return simulate(scenario_path, controller_name, options, queue.put)
+
+
+def simulate_in_processes(jobs: list[tuple[str, str, RunOptions]], workers: int | None = None,
+                          update: Callable[[float], None] | None = None) -> list[dict]:
+    """`simulate` each (scenario, controller, options) in a process of its own
+    (libsumo allows one simulation per process), `workers` at a time (default:
+    one per core); results in the order of `jobs`. `update` gets simulated
+    seconds as the runs progress."""
+    context = multiprocessing.get_context("spawn")
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    with context.Manager() as manager:
+        queue = manager.Queue()
+        with ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
+            futures = [pool.submit(_simulate_in_worker, str(path), name, options, queue)
+                       for path, name, options in jobs]
+            while True:
+                while not queue.empty():
+                    seconds = queue.get()
+                    if update:
+                        update(seconds)
+                if all(f.done() for f in futures):
+                    break
+                time.sleep(0.2)
+            return [f.result() for f in futures]
 
 
 def compare(scenario_path: str | Path, controllers: tuple[str, ...] = DEFAULT_COMPARE,
             options: RunOptions = RunOptions(), workers: int | None = None,
             progress_total: Callable[[float], Callable[[float], None]] | None = None) -> dict:
-    """Run each controller in its own process (libsumo allows one simulation per
-    process), as many at a time as there are cores. Returns the report dict."""
+    """Run each controller in its own process, as many at a time as there are cores.
+    Returns the report dict."""
     unknown = [c for c in controllers if c not in CONTROLLER_NAMES]
     if unknown:
         raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
@@ -140,29 +163,9 @@ def compare(scenario_path: str | Path, controllers: tuple[str, ...] = DEFAULT_CO
     load_network(scenario.net_file)  # fail fast, in this process, on an unusable net
     begin, end = scenario.window(options.begin_s, options.end_s)
     options = replace(options, begin_s=begin, end_s=end)
-    workers = workers or min(len(controllers), os.cpu_count() or 1)
-    context = multiprocessing.get_context("spawn")
-    results: dict[str, dict] = {}
-    with context.Manager() as manager:
-        queue = manager.Queue()
-        update = progress_total((end - begin) * len(controllers)) if progress_total else None
-        with ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
-            futures = [pool.submit(_simulate_in_worker, str(scenario_path), name, options, queue)
-                       for name in controllers]
-            pending = set(futures)
-            while pending:
-                while not queue.empty():
-                    seconds = queue.get()
-                    if update:
-                        update(seconds)
-                done = {f for f in pending if f.done()}
-                for future in done:
-                    name, result = future.result()
-                    results[name] = result
-                pending -= done
-                if pending:
-                    time.sleep(0.2)
-    return build_report(scenario, options, {name: results[name] for name in controllers})
+    update = progress_total((end - begin) * len(controllers)) if progress_total else None
+    results = simulate_in_processes([(str(scenario_path), name, options) for name in controllers], workers, update)
+    return build_report(scenario, options, dict(zip(controllers, results)))
 
 
 def build_report(scenario: Scenario, options: RunOptions, results: dict[str, dict]) -> dict:

@@ -281,37 +281,37 @@ def test_engine_killed_mid_run_and_restarted(tmp_path):
     assert result["safety_violations"] == 0 and result["throughput_veh"] > 0
 
 
-def test_recorded_stream_replays_identically(tmp_path):
-    record = tmp_path / "run.cbrec"
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """A gateway run of 120 s against the citybrain engine, every message recorded."""
+    folder = tmp_path_factory.mktemp("recording")
     proc, endpoint, _ = start_serve("--bind", "tcp://127.0.0.1:*")
     try:
-        gateway(endpoint, tmp_path / "run.json", "--end", "120", "--record", str(record))
+        gateway(endpoint, folder / "run.json", "--end", "120", "--record", str(folder / "run.cbrec"))
     finally:
         stop_serve(proc)
-    proc, endpoint, _ = start_serve("--bind", "tcp://127.0.0.1:*")
+    return folder / "run.cbrec"
+
+
+def replay_against(recording, *serve_args, json_out=None):
+    proc, endpoint, _ = start_serve("--bind", "tcp://127.0.0.1:*", *serve_args)
     try:
-        replayed = citybrain("gateway", "--replay", str(record), "--engine", endpoint, "--json",
-                             str(tmp_path / "replay.json"))
+        return citybrain("gateway", "--replay", str(recording), "--engine", endpoint,
+                         *(["--json", str(json_out)] if json_out else []))
     finally:
         stop_serve(proc)
+
+
+def test_recorded_stream_replays_identically(recording, tmp_path):
+    replayed = replay_against(recording, json_out=tmp_path / "replay.json")
     assert replayed.returncode == 0, replayed.stderr
     result = json.loads((tmp_path / "replay.json").read_text())
     assert result["frames"] == 120 and result["commands"] == 120 and result["mismatches"] == 0
 
 
-def test_replay_detects_a_different_engine(tmp_path):
+def test_replay_detects_a_different_engine(recording):
     """The replay check can fail: the same stream against another controller diverges."""
-    record = tmp_path / "run.cbrec"
-    proc, endpoint, _ = start_serve("--bind", "tcp://127.0.0.1:*")
-    try:
-        gateway(endpoint, tmp_path / "run.json", "--end", "120", "--record", str(record))
-    finally:
-        stop_serve(proc)
-    proc, endpoint, _ = start_serve("--bind", "tcp://127.0.0.1:*", "--controller", "maxpressure")
-    try:
-        replayed = citybrain("gateway", "--replay", str(record), "--engine", endpoint)
-    finally:
-        stop_serve(proc)
+    replayed = replay_against(recording, "--controller", "maxpressure")
     assert replayed.returncode == 2 and "diverged" in replayed.stderr
 
 
