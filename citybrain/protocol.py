@@ -211,16 +211,12 @@ def encode(message: Message) -> bytes:
         _put_array(body, "vehicles", message.vehicles, _F32)
     elif isinstance(message, StateReport):
         body.update(type="state", command_seq=message.command_seq, mode=message.mode,
-                    phase=_pack(message.phase, _I16), next_phase=_pack(message.next_phase, _I16),
-                    stage=_pack(message.stage, _U8), stage_time_s=_pack(message.stage_time_s, _F64),
-                    rejected=[[int(i), r] for i, r in message.rejected])
+                    rejected=[[int(i), r] for i, r in message.rejected], **_stage_body(message))
     elif isinstance(message, Heartbeat):
         body.update(type="heartbeat")
     elif isinstance(message, SignalCommand):
-        body.update(type="command", frame_seq=message.frame_seq,
-                    phase=_pack(message.phase, _I16), next_phase=_pack(message.next_phase, _I16),
-                    stage=_pack(message.stage, _U8), stage_time_s=_pack(message.stage_time_s, _F64),
-                    changed=_pack(message.changed, _I32), states=list(message.states))
+        body.update(type="command", frame_seq=message.frame_seq, changed=_pack(message.changed, _I32),
+                    states=list(message.states), **_stage_body(message))
     elif isinstance(message, ErrorNotice):
         body.update(type="error", reason=message.reason, detail=message.detail, ref_seq=message.ref_seq)
     else:
@@ -305,10 +301,7 @@ def _parse_state(body, seq, time_s) -> StateReport:
     mode = _str(body, "mode")
     if mode not in ("engine", "local"):
         raise ProtocolError("malformed", f"mode {mode!r} is neither 'engine' nor 'local'")
-    arrays = [_array(body, key, dtype) for key, dtype in
-              (("phase", _I16), ("next_phase", _I16), ("stage", _U8), ("stage_time_s", _F64))]
-    if len({a.size for a in arrays}) != 1:
-        raise ProtocolError("malformed", "state arrays differ in length")
+    arrays = _stage_arrays(body)
     rejected = body.get("rejected", [])
     if not isinstance(rejected, list) or not all(
             isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and isinstance(r[1], str) for r in rejected):
@@ -317,12 +310,11 @@ def _parse_state(body, seq, time_s) -> StateReport:
 
 
 def _parse_command(body, seq, time_s) -> SignalCommand:
-    arrays = [_array(body, key, dtype) for key, dtype in
-              (("phase", _I16), ("next_phase", _I16), ("stage", _U8), ("stage_time_s", _F64))]
+    arrays = _stage_arrays(body)
     changed = _array(body, "changed", _I32)
     states = _str_list(body, "states")
-    if len({a.size for a in arrays}) != 1 or changed.size != len(states):
-        raise ProtocolError("malformed", "command arrays differ in length")
+    if changed.size != len(states):
+        raise ProtocolError("malformed", "'changed' and 'states' differ in length")
     return SignalCommand(seq, time_s, _int(body, "frame_seq"), *arrays, changed, states)
 
 
@@ -338,6 +330,21 @@ _PARSERS = {
     "hello": _parse_hello, "welcome": _parse_welcome, "detector": _parse_detector, "camera": _parse_camera,
     "state": _parse_state, "heartbeat": _parse_heartbeat, "command": _parse_command, "error": _parse_error,
 }
+
+
+# The per-signal stage state carried by both `state` and `command`, in field order.
+_STAGE_FIELDS = (("phase", _I16), ("next_phase", _I16), ("stage", _U8), ("stage_time_s", _F64))
+
+
+def _stage_body(message: StateReport | SignalCommand) -> dict:
+    return {key: _pack(getattr(message, key), dtype) for key, dtype in _STAGE_FIELDS}
+
+
+def _stage_arrays(body: dict) -> list[np.ndarray]:
+    arrays = [_array(body, key, dtype) for key, dtype in _STAGE_FIELDS]
+    if len({a.size for a in arrays}) != 1:
+        raise ProtocolError("malformed", "stage arrays differ in length")
+    return arrays
 
 
 def _pack(array: np.ndarray, dtype: np.dtype) -> bytes:
