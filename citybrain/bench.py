@@ -196,11 +196,12 @@ def _grid_scenario(size: int, seconds: float, cache: Path) -> Path:
         return config
     folder.mkdir(parents=True, exist_ok=True)
     ensure_sumo_home()
-    trips = folder / "trips.xml"
+    trips = (folder / "trips.xml").resolve()
     period = 3600.0 / (70 * size)
-    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net_file), "-o", str(trips),
+    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net_file.resolve()), "-o", str(trips),
                     "-b", "0", "-e", f"{seconds:g}", "-p", f"{period:.6f}", "--seed", "42", "--fringe-factor", "10",
-                    "--min-distance", "400"], check=True, capture_output=True)
+                    "--min-distance", "400"], check=True, capture_output=True,
+                   cwd=folder)  # randomTrips' validation leaves routes.rou.xml in its working folder
     config.write_text(f"""<configuration>
     <input><net-file value="{net_file.resolve()}"/><route-files value="trips.xml"/></input>
     <time><begin value="0"/><end value="{seconds:g}"/></time>
