@@ -26,7 +26,7 @@ from .config import SignalTiming
 from .controllers import make_controller
 from .field import FieldConfig, FieldEngine
 from .grids import DEFAULT_CACHE, bench_grid
-from .network import Network, load_network
+from .network import COMPILED_FORMAT, Network, load_network
 from .run import RunOptions, simulate, simulate_in_processes
 from .scenario import load_scenario
 from .sumo_home import ensure_sumo_home, sumo_tool
@@ -41,7 +41,7 @@ RESCO_MAPS = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", 
 def cached_network(n_signals: int, cache: Path = DEFAULT_CACHE) -> tuple[Path, Network]:
     """A generated grid of `n_signals` and its compiled network (pickled beside it)."""
     net_file = bench_grid(n_signals, cache)
-    pickled = net_file.with_suffix(".network.pickle")
+    pickled = net_file.with_suffix(f".network-v{COMPILED_FORMAT}.pickle")
     if pickled.exists() and pickled.stat().st_mtime >= net_file.stat().st_mtime:
         with open(pickled, "rb") as stream:
             return net_file, pickle.load(stream)

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .config import PreemptionConfig
 from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS
 from .field import CLOCKS, FieldConfig
 from .gateway import GatewayOptions, replay
@@ -64,7 +65,9 @@ def _progress_bar(description: str):
 
 
 def _options(args) -> RunOptions:
-    return RunOptions(backend=args.backend, seed=args.seed, begin_s=args.begin, end_s=args.end)
+    preemption = PreemptionConfig(enabled=not getattr(args, "no_preemption", False))
+    return RunOptions(backend=args.backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
+                      preemption=preemption)
 
 
 def _write_json(report: dict, path: str | None) -> None:
@@ -219,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("simulate", help="run one controller on a scenario")
     _add_run_arguments(sim)
     sim.add_argument("--controller", choices=CONTROLLER_NAMES, default="citybrain")
+    sim.add_argument("--no-preemption", action="store_true",
+                     help="run the controller without emergency-vehicle preemption")
     sim.set_defaults(handler=_cmd_simulate)
 
     cmp = commands.add_parser("compare", help="run several controllers on a scenario, in parallel")
@@ -226,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--controllers", default=",".join(DEFAULT_COMPARE),
                      help=f"comma-separated, from {', '.join(CONTROLLER_NAMES)} (default: all)")
     cmp.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
+    cmp.add_argument("--no-preemption", action="store_true",
+                     help="run our controllers without emergency-vehicle preemption")
     cmp.set_defaults(handler=_cmd_compare)
 
     adaptive = [c for c in CONTROLLER_NAMES if c not in NATIVE_PROGRAMS]

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SignalTiming", "ControllerConfig"]
+__all__ = ["SignalTiming", "ControllerConfig", "PreemptionConfig"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,10 @@ class SignalTiming:
     # cycle in clearance. With 5 s yellows (cologne1) that is 10 s.
     min_green_per_clearance: float = 2.0
     control_period_s: float = 1.0
+    # The one rule emergency preemption may bend: a green that conflicts with an
+    # approaching emergency vehicle may end after this long instead of its
+    # minimum green (NTCIP 1202 "preempt minimum green"). Clearance is never cut.
+    preemption_min_green_s: float = 2.0
 
     def min_green_of(self, clearance_s):
         """Per-signal minimum green for an array of clearance times."""
@@ -34,3 +38,22 @@ class ControllerConfig:
     max_green_s: float = 60.0
     # Weight of a moving (not yet queued) vehicle relative to a halted one.
     moving_vehicle_weight: float = 0.25
+
+
+@dataclass(frozen=True)
+class PreemptionConfig:
+    """Emergency-vehicle preemption: one default for every network."""
+
+    enabled: bool = True
+    # A standing queue ahead of the vehicle must discharge before it arrives:
+    # start-up lost time plus one saturation headway per queued vehicle.
+    queue_start_s: float = 2.0
+    queue_headway_s: float = 2.0
+    # The vehicle's green is planned to be up this long before its estimated arrival.
+    margin_s: float = 3.0
+    # Signals further ahead than this (free-flow time) are not planned yet.
+    horizon_s: float = 120.0
+    # A signal held for one vehicle longer than this is released (NTCIP max presence).
+    max_presence_s: float = 60.0
+    # A vehicle not reported for this long is forgotten.
+    drop_after_s: float = 5.0

@@ -34,6 +34,7 @@ class SignalView(Protocol):
     """What a controller may read of the safety layer (arrays indexed by signal)."""
 
     green_phase: np.ndarray
+    next_phase: np.ndarray
     stage: np.ndarray
     stage_time_s: np.ndarray
     min_green_s: np.ndarray

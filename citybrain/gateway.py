@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol as p
-from .config import SignalTiming
+from .config import PreemptionConfig, SignalTiming
 from .controllers import FixedTimePlan
 from .engine import Engine, SignalCommands
 from .frame import DetectorFrame
@@ -54,7 +54,10 @@ class WireControl:
         self.network = network
         self.options = options
         self.link = GatewayLink(options.engine_address)
-        self.local = Engine(network, FixedTimePlan(network, timing.control_period_s), timing)
+        # The local plan is the net's fixed-time plan alone: preemption runs in the engine.
+        self.local = Engine(network, FixedTimePlan(network, timing.control_period_s), timing,
+                            preemption=PreemptionConfig(enabled=False))
+        self.preempting = np.zeros(network.n_signals, dtype=bool)
         self.mirror = self.local.safety          # what the signals show, in stage-machine terms
         self.guard = CommandGuard(network)
         self.recorder = open(options.record_path, "wb") if options.record_path else None

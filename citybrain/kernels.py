@@ -18,6 +18,7 @@ __all__ = [
     "check_lane_values",
     "store_lane_values",
     "mark_lanes_seen",
+    "preemption_lead_s",
     "STAGE_GREEN",
     "STAGE_YELLOW",
     "STAGE_ALL_RED",
@@ -191,3 +192,49 @@ def mark_lanes_seen(lanes, valid, time_s, lane_seen_s):
     for k in range(lanes.shape[0]):
         if valid[k] and lane_seen_s[lanes[k]] <= time_s:
             lane_seen_s[lanes[k]] = time_s
+
+
+@jit
+def preemption_lead_s(req_signal, req_phase, req_lane_ptr, req_lane, halting, phase_ptr, transition_offset,
+                      needs_clearance, yellow_s, all_red_s, green_phase, next_phase, stage, stage_time_s,
+                      entry_min_green_s, queue_start_s, queue_headway_s, out):
+    """How long before an emergency vehicle arrives its request r (phase req_phase[r]
+    at signal req_signal[r]) must begin: the time until that phase can show green
+    from the signal's present stage (minimum green cut to entry_min_green_s, then
+    yellow and all-red in full; a clearance under way towards another phase is
+    finished first), plus the discharge of the longest standing queue on the
+    request's approach lanes req_lane[req_lane_ptr[r]:req_lane_ptr[r + 1]].
+    Where the phase is green already, the time it would take to come back had
+    the signal just left it: holding it from then on is what keeps it."""
+    for r in range(out.shape[0]):
+        signal = req_signal[r]
+        target = req_phase[r]
+        n = phase_ptr[signal + 1] - phase_ptr[signal]
+        base = transition_offset[signal]
+        clearance = yellow_s[signal] + all_red_s[signal]
+        elapsed = stage_time_s[signal]
+        wait = 0.0
+        if stage[signal] == STAGE_GREEN:
+            current = green_phase[signal]
+            if current == target:
+                wait = 2.0 * clearance + entry_min_green_s
+            else:
+                wait = max(entry_min_green_s - elapsed, 0.0)
+                if needs_clearance[base + current * n + target]:
+                    wait += clearance
+        else:
+            if stage[signal] == STAGE_YELLOW:
+                wait = max(yellow_s[signal] - elapsed, 0.0) + all_red_s[signal]
+            else:
+                wait = max(all_red_s[signal] - elapsed, 0.0)
+            coming = next_phase[signal]
+            if coming != target:
+                wait += entry_min_green_s
+                if needs_clearance[base + coming * n + target]:
+                    wait += clearance
+        queue = 0.0
+        for k in range(req_lane_ptr[r], req_lane_ptr[r + 1]):
+            queue = max(queue, halting[req_lane[k]])
+        if queue > 0.0:
+            wait += queue_start_s + queue_headway_s * queue
+        out[r] = wait

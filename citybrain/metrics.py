@@ -1,11 +1,14 @@
-"""Trip metrics from SUMO's tripinfo output, defined as RESCO defines them."""
+"""Trip metrics from SUMO's tripinfo output, defined as RESCO defines them.
+
+Emergency vehicles are measured apart, so the headline figures stay those of
+ordinary traffic (and stay comparable with RESCO's, which has none)."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["TripMetrics", "read_tripinfo"]
+__all__ = ["TripMetrics", "EmergencyMetrics", "read_tripinfo"]
 
 
 @dataclass(frozen=True)
@@ -21,26 +24,54 @@ class TripMetrics:
         return asdict(self)
 
 
-def read_tripinfo(path: str | Path, loaded_veh: int) -> TripMetrics:
-    """Metrics over arrived vehicles; `unfinished_veh` keeps a controller that
-    holds vehicles back from looking good on the arrived ones alone."""
-    delay = travel = waiting = stops = 0.0
-    arrived = 0
+@dataclass(frozen=True)
+class EmergencyMetrics:
+    """The same, over emergency vehicles that arrived (None when there were none)."""
+
+    ev_count: int
+    ev_mean_delay_s: float | None
+    ev_mean_travel_time_s: float | None
+    ev_mean_stops: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Sums:
+    def __init__(self) -> None:
+        self.count = 0
+        self.delay = self.travel = self.waiting = self.stops = 0.0
+
+    def add(self, trip) -> None:
+        self.count += 1
+        self.delay += float(trip.get("timeLoss")) + float(trip.get("departDelay"))
+        self.travel += float(trip.get("duration"))
+        self.waiting += float(trip.get("waitingTime"))
+        self.stops += float(trip.get("waitingCount"))
+
+    def mean(self, total: float) -> float | None:
+        return total / self.count if self.count else None
+
+
+def read_tripinfo(path: str | Path, loaded_veh: int,
+                  emergency_ids: frozenset[str] = frozenset()) -> tuple[TripMetrics, EmergencyMetrics]:
+    """Metrics over arrived vehicles, emergency vehicles (`emergency_ids`) apart
+    from all others; `unfinished_veh` keeps a controller that holds vehicles back
+    from looking good on the arrived ones alone."""
+    others, emergency = _Sums(), _Sums()
     for _, element in ET.iterparse(str(path)):
         if element.tag != "tripinfo":
             continue
-        arrived += 1
-        delay += float(element.get("timeLoss")) + float(element.get("departDelay"))
-        travel += float(element.get("duration"))
-        waiting += float(element.get("waitingTime"))
-        stops += float(element.get("waitingCount"))
+        (emergency if element.get("id") in emergency_ids else others).add(element)
         element.clear()
-    n = max(arrived, 1)
-    return TripMetrics(
-        mean_delay_s=delay / n,
-        mean_travel_time_s=travel / n,
-        mean_waiting_s=waiting / n,
-        mean_stops=stops / n,
-        throughput_veh=arrived,
-        unfinished_veh=max(loaded_veh - arrived, 0),
+    n = max(others.count, 1)
+    trips = TripMetrics(
+        mean_delay_s=others.delay / n,
+        mean_travel_time_s=others.travel / n,
+        mean_waiting_s=others.waiting / n,
+        mean_stops=others.stops / n,
+        throughput_veh=others.count,
+        unfinished_veh=max(loaded_veh - len(emergency_ids) - others.count, 0),
     )
+    return trips, EmergencyMetrics(len(emergency_ids), emergency.mean(emergency.delay),
+                                   emergency.mean(emergency.travel), emergency.mean(emergency.stops))

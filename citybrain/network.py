@@ -10,6 +10,8 @@ Vocabulary
 - *link*: one index of a signal's state string.
 - *movement*: one vehicle connection (in-lane -> out-lane) through a link.
 - *phase*: a candidate green phase, taken from the net's own program.
+- *edge*: a SUMO road (not an internal junction lane); emergency vehicles are
+  located and routed on edges.
 - *zone*: what a detector sees for one lane: the lane itself plus, for
   approaches, the lanes upstream of it through unsignalised nodes up to
   `approach_range_m` (SUMO nets often split an approach at a turn bay).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import xml.sax
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import networkx as nx
@@ -26,7 +29,10 @@ import numpy as np
 from .kernels import STAGE_GREEN, STAGE_YELLOW
 from .sumo_home import ensure_sumo_home
 
-__all__ = ["Network", "NetworkError", "load_network"]
+__all__ = ["Network", "NetworkError", "load_network", "COMPILED_FORMAT"]
+
+# Bumped whenever `Network` gains or changes a field, so pickled copies are rebuilt.
+COMPILED_FORMAT = 2
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -94,6 +100,16 @@ class Network:
     zone_lane: np.ndarray
     zone_weight: np.ndarray            # float64
 
+    # Roads. Lane l lies on edge lane_edge[l]; SUMO names lane k of edge e "e_k".
+    edge_ids: tuple[str, ...]
+    edge_length_m: np.ndarray          # float64 [edges]
+    edge_speed_mps: np.ndarray         # float64 [edges]: speed limit (fastest lane)
+    edge_n_lanes: np.ndarray           # [edges]
+    lane_edge: np.ndarray              # [lanes]
+
+    # Routing graph over edge indices: an arc u -> v where a lane of u open to
+    # emergency vehicles connects to a lane of v, weighted by v's free-flow
+    # travel time ("travel_time_s"). A path of nodes is a SUMO route.
     graph: nx.DiGraph = field(repr=False, compare=False)
 
     @property
@@ -112,6 +128,18 @@ class Network:
     def link_offset(self) -> np.ndarray:
         """Start of each signal's links in a flat array of all signals' links."""
         return np.concatenate(([0], np.cumsum(self.signal_n_links))).astype(np.int64)
+
+    @cached_property
+    def edge_index(self) -> dict[str, int]:
+        return {edge: i for i, edge in enumerate(self.edge_ids)}
+
+    def lane_edge_index(self, lane_id: str) -> int:
+        """Edge index of any lane of the net by its SUMO id, or -1 if there is none."""
+        edge, _, number = lane_id.rpartition("_")
+        index = self.edge_index.get(edge, -1)
+        if index < 0 or not number.isdigit() or int(number) >= self.edge_n_lanes[index]:
+            return -1
+        return index
 
     def phases_of(self, signal: int) -> range:
         return range(int(self.phase_ptr[signal]), int(self.phase_ptr[signal + 1]))
@@ -246,6 +274,8 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
     # Lanes added only as zone members get empty zones of their own.
     zone_ptr.extend([zone_ptr[-1]] * (len(lanes) - n_direct))
 
+    edges = [e for e in net.getEdges(withInternal=False) if e.getFunction() not in ("walkingarea", "crossing")]
+    edge_index = {e.getID(): i for i, e in enumerate(edges)}
     i32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
     return Network(
         path=path,
@@ -277,7 +307,12 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         zone_ptr=i32(zone_ptr),
         zone_lane=i32(zone_lane),
         zone_weight=np.array(zone_w, dtype=np.float64),
-        graph=_road_graph(net),
+        edge_ids=tuple(edge_index),
+        edge_length_m=np.array([e.getLength() for e in edges], dtype=np.float64),
+        edge_speed_mps=np.array([e.getSpeed() for e in edges], dtype=np.float64),
+        edge_n_lanes=i32([e.getLaneNumber() for e in edges]),
+        lane_edge=i32([edge_index.get(lane.getEdge().getID(), -1) for lane in lanes]),
+        graph=_routing_graph(edges, edge_index),
     )
 
 
@@ -393,16 +428,19 @@ def _zone(lane, direction: str, range_m: float) -> list[tuple[object, float]]:
     return members
 
 
-def _road_graph(net) -> nx.DiGraph:
-    """Junctions as nodes, roads as edges weighted by free-flow travel time."""
+def _routing_graph(edges, edge_index: dict[str, int]) -> nx.DiGraph:
+    """Edges as nodes; u -> v where emergency vehicles may turn from u into v."""
     graph = nx.DiGraph()
-    for edge in net.getEdges(withInternal=False):
-        if edge.getFunction() in ("walkingarea", "crossing"):
-            continue
-        length = edge.getLength()
-        speed = max(edge.getSpeed(), 0.1)
-        graph.add_edge(
-            edge.getFromNode().getID(), edge.getToNode().getID(),
-            edge_id=edge.getID(), length_m=length, speed_mps=speed, travel_time_s=length / speed,
-        )
+    graph.add_nodes_from(range(len(edges)))
+    for edge in edges:
+        u = edge_index[edge.getID()]
+        for target, connections in edge.getOutgoing().items():
+            v = edge_index.get(target.getID())
+            if v is None or not any(c.getFromLane().allows(_EMERGENCY) and c.getToLane().allows(_EMERGENCY)
+                                    for c in connections):
+                continue
+            graph.add_edge(u, v, travel_time_s=target.getLength() / max(target.getSpeed(), 0.1))
     return graph
+
+
+_EMERGENCY = "emergency"

@@ -11,7 +11,7 @@ import numpy as np
 from .kernels import KEEP, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
 __all__ = ["aggregate_zones", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals", "count_conflicting_greens",
-           "check_lane_values", "store_lane_values", "mark_lanes_seen"]
+           "check_lane_values", "store_lane_values", "mark_lanes_seen", "preemption_lead_s"]
 
 
 def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -102,3 +102,32 @@ def mark_lanes_seen(lanes, valid, time_s, lane_seen_s):
     take = valid.copy()
     take[valid] = lane_seen_s[lanes[valid]] <= time_s
     lane_seen_s[lanes[take]] = time_s
+
+
+def preemption_lead_s(req_signal, req_phase, req_lane_ptr, req_lane, halting, phase_ptr, transition_offset,
+                      needs_clearance, yellow_s, all_red_s, green_phase, next_phase, stage, stage_time_s,
+                      entry_min_green_s, queue_start_s, queue_headway_s, out):
+    n = (phase_ptr[req_signal + 1] - phase_ptr[req_signal]).astype(np.int64)
+    base = transition_offset[req_signal]
+    clearance = yellow_s[req_signal] + all_red_s[req_signal]
+    elapsed = stage_time_s[req_signal]
+    current, coming, now = green_phase[req_signal], next_phase[req_signal], stage[req_signal]
+
+    in_green = now == STAGE_GREEN
+    from_green = np.where(current != req_phase,
+                          np.maximum(entry_min_green_s - elapsed, 0.0)
+                          + clearance * needs_clearance[base + current * n + req_phase],
+                          2.0 * clearance + entry_min_green_s)
+    clearing = np.where(now == STAGE_YELLOW,
+                        np.maximum(yellow_s[req_signal] - elapsed, 0.0) + all_red_s[req_signal],
+                        np.maximum(all_red_s[req_signal] - elapsed, 0.0))
+    then = np.where(coming != req_phase,
+                    entry_min_green_s + clearance * needs_clearance[base + coming * n + req_phase], 0.0)
+    wait = np.where(in_green, from_green, clearing + then)
+
+    queue = np.zeros(len(req_signal))
+    for r in range(len(req_signal)):
+        lanes = req_lane[req_lane_ptr[r]:req_lane_ptr[r + 1]]
+        if lanes.size:
+            queue[r] = halting[lanes].max()
+    out[:] = wait + np.where(queue > 0, queue_start_s + queue_headway_s * queue, 0.0)

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .config import ControllerConfig, SignalTiming
+import numpy as np
+
+from .config import ControllerConfig, PreemptionConfig, SignalTiming
 from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS, make_controller
 from .engine import Engine, SignalCommands
 from .frame import DetectorFrame
@@ -18,7 +20,7 @@ from .metrics import read_tripinfo
 from .network import Network, load_network
 from .safety import SafetyMonitor
 from .scenario import Scenario, load_scenario
-from .sumo_adapter import SumoOptions, SumoSimulation
+from .sumo_adapter import SumoOptions, SumoSimulation, count_emergency_braking
 
 __all__ = ["RunOptions", "simulate", "simulate_in_processes", "run_gateway", "compare", "build_report",
            "DEFAULT_COMPARE"]
@@ -29,6 +31,8 @@ Progress = Callable[[float], None]   # called with simulated seconds just comple
 
 class Control(Protocol):
     """Who decides the signals: the in-process `Engine`, or `WireControl` (the engine over the wire)."""
+
+    preempting: np.ndarray   # signals whose minimum green emergency preemption may cut this period
 
     def step(self, frame: DetectorFrame) -> SignalCommands: ...
 
@@ -41,6 +45,7 @@ class RunOptions:
     end_s: float | None = None
     timing: SignalTiming = field(default_factory=SignalTiming)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
 
 def simulate(scenario_path: str | Path, controller_name: str, options: RunOptions = RunOptions(),
@@ -52,7 +57,7 @@ def simulate(scenario_path: str | Path, controller_name: str, options: RunOption
     network = load_network(scenario.net_file)
     native = NATIVE_PROGRAMS.get(controller_name)
     engine = None if native else Engine(network, make_controller(controller_name, network, options.controller),
-                                        options.timing)
+                                        options.timing, preemption=options.preemption)
     return _run_sumo(scenario, network, engine, native, options, progress)
 
 
@@ -79,7 +84,7 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     """The loop shared by every way of running SUMO: read a frame, let `control`
     (in-process engine or the wire) decide, apply, advance, audit what SUMO showed."""
     period_s = options.timing.control_period_s
-    monitor = SafetyMonitor(network, options.timing.min_green_s, period_s)
+    monitor = SafetyMonitor(network, options.timing.min_green_s, period_s, options.timing.preemption_min_green_s)
     sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native)
     timing = {"sumo_step_s": 0.0, "sumo_io_s": 0.0, "engine_s": 0.0, "audit_s": 0.0}
     started = time.perf_counter()
@@ -99,20 +104,27 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
                 t3 = time.perf_counter()
                 sim.advance(period_s)
                 t4 = time.perf_counter()
-                monitor.observe(sim.read_signal_states())
+                monitor.observe(sim.read_signal_states(), None if control is None else control.preempting)
                 timing["sumo_step_s"] += t4 - t3
                 timing["audit_s"] += time.perf_counter() - t4
                 if progress:
                     progress(period_s)
-        metrics = read_tripinfo(sim.tripinfo_path, sim.loaded_veh)
+        metrics, emergency = read_tripinfo(sim.tripinfo_path, sim.loaded_veh, frozenset(sim.emergency_ids))
+        emergency_braking = count_emergency_braking(sim.log_path)
     finally:
         sim.cleanup()
     report = monitor.report
+    preemption = getattr(control, "preemption", None)
     return {
         **metrics.as_dict(),
+        **emergency.as_dict(),
         "teleports": sim.teleports,
+        "emergency_braking": emergency_braking,
         "safety_violations": report.violations,
         "safety": report.as_dict(),
+        # Emergency vehicles: what they met at each signal, and what preemption did.
+        "emergency": {**sim.emergency_audit.as_dict(),
+                      "preemption": None if preemption is None else preemption.counts.as_dict()},
         "signals": network.n_signals,
         "simulated_s": sim.end_s - sim.begin_s,
         "wall_s": round(time.perf_counter() - started, 3),

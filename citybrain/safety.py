@@ -37,6 +37,8 @@ class SafetyLayer:
         n = network.n_signals
         self.dt_s = timing.control_period_s
         self.min_green_s = timing.min_green_of(network.yellow_s + network.all_red_s).astype(np.float64)
+        self._preempt_min_green_s = np.minimum(self.min_green_s, timing.preemption_min_green_s)
+        self._min_green_now_s = self.min_green_s.copy()
         self.green_phase = np.zeros(n, dtype=np.int32)
         self.next_phase = np.zeros(n, dtype=np.int32)
         self.stage = np.full(n, STAGE_GREEN, dtype=np.int8)
@@ -47,12 +49,20 @@ class SafetyLayer:
         self._state_base = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
         self._state_table: list[str | None] = [None] * int(sizes.sum())
 
-    def advance(self, requested: np.ndarray) -> np.ndarray:
-        """Apply this period's requests; returns the mask of signals whose display changed."""
+    def advance(self, requested: np.ndarray, preempting: np.ndarray | None = None) -> np.ndarray:
+        """Apply this period's requests; returns the mask of signals whose display changed.
+
+        At signals with preempting[i], an emergency vehicle's request may end the
+        green after `SignalTiming.preemption_min_green_s`; clearance stays whole."""
         net = self.network
+        min_green_s = self.min_green_s
+        if preempting is not None and preempting.any():
+            min_green_s = self._min_green_now_s
+            np.copyto(min_green_s, self.min_green_s)
+            np.copyto(min_green_s, self._preempt_min_green_s, where=preempting)
         self.kernels.advance_signals(
             requested, self.dt_s, net.phase_ptr, net.transition_offset, net.needs_clearance,
-            net.yellow_s, net.all_red_s, self.min_green_s,
+            net.yellow_s, net.all_red_s, min_green_s,
             self.green_phase, self.next_phase, self.stage, self.stage_time_s, self.changed,
         )
         return self.changed
@@ -116,10 +126,11 @@ _YELLOW = np.frombuffer(b"y", dtype=np.uint8)
 class SafetyMonitor:
     """Checks the signal states a simulator actually displayed, step by step."""
 
-    def __init__(self, network: Network, min_green_s: float, dt_s: float):
+    def __init__(self, network: Network, min_green_s: float, dt_s: float, preemption_min_green_s: float = 0.0):
         self.network = network
         self.dt_s = dt_s
         self.min_green_s = min_green_s
+        self.preemption_min_green_s = min(preemption_min_green_s, min_green_s)
         self.link_offset = network.link_offset
         n_links = int(self.link_offset[-1])
         owner = np.repeat(np.arange(network.n_signals), network.signal_n_links)
@@ -137,8 +148,10 @@ class SafetyMonitor:
         self.owner = owner
         self.report = SafetyReport()
 
-    def observe(self, states: list[str]) -> None:
-        """`states[i]` is the state string signal i showed during the last period."""
+    def observe(self, states: list[str], preempting: np.ndarray | None = None) -> None:
+        """`states[i]` is the state string signal i showed during the last period;
+        at signals with preempting[i] an emergency preemption allowed a green to
+        end after `preemption_min_green_s`."""
         codes = np.frombuffer("".join(states).encode("ascii"), dtype=np.uint8)
         if codes.size != self.green_run_s.size:
             raise ValueError(f"expected {self.green_run_s.size} link states, got {codes.size}")
@@ -157,7 +170,10 @@ class SafetyMonitor:
         ended_green = self.was_green & ~green & self.vehicle_link
         missing = self.was_green & red
         short_yellow = self.was_yellow & red & (self.yellow_run_s < self.link_yellow_s - 1e-6)
-        short_green = ended_green & self.seen_green_start & (self.green_run_s < self.min_green_s - 1e-6)
+        min_green_s = self.min_green_s
+        if preempting is not None and preempting.any():
+            min_green_s = np.where(preempting[self.owner], self.preemption_min_green_s, self.min_green_s)
+        short_green = ended_green & self.seen_green_start & (self.green_run_s < min_green_s - 1e-6)
         report.missing_yellow += int(missing.sum())
         report.short_yellow += int(short_yellow.sum())
         report.short_green += int(short_green.sum())

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from .engine import SignalCommands
-from .frame import DetectorFrame
+from .frame import DetectorFrame, EmergencyVehicle
 from .network import Network
 from .scenario import Scenario
 from .sumo_home import ensure_sumo_home, sumo_binary
 
-__all__ = ["SumoSimulation", "SumoOptions", "BACKENDS"]
+__all__ = ["SumoSimulation", "SumoOptions", "EmergencyAudit", "BACKENDS", "count_emergency_braking"]
 
 BACKENDS = ("libsumo", "traci")
 ACTUATED_PROGRAM_ID = "citybrain-actuated"
@@ -56,6 +56,9 @@ class SumoSimulation:
         self._vehicles = np.zeros(network.n_lanes)
         self._halting = np.zeros(network.n_lanes)
         self._occupancy = np.zeros(network.n_lanes)
+        self.emergency_ids: list[str] = []          # every emergency vehicle that departed, in order
+        self._emergency_now: list[str] = []         # those still driving
+        self.emergency_audit = EmergencyAudit()
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self) -> "SumoSimulation":
@@ -113,10 +116,19 @@ class SumoSimulation:
     def advance(self, seconds: float) -> None:
         """Run SUMO for `seconds` of simulated time (whole steps)."""
         api = self._api
+        vehicle = api.vehicle
         for _ in range(max(1, round(seconds / self.step_s))):
             api.simulationStep()
             self.teleports += api.simulation.getStartingTeleportNumber()
             self.loaded_veh += api.simulation.getLoadedNumber()
+            for vehicle_id in api.simulation.getDepartedIDList():
+                if vehicle.getVehicleClass(vehicle_id) == "emergency":
+                    self.emergency_ids.append(vehicle_id)
+                    self._emergency_now.append(vehicle_id)
+            if self._emergency_now:
+                arrived = set(api.simulation.getArrivedIDList())
+                self._emergency_now = [v for v in self._emergency_now if v not in arrived]
+                self._audit_emergency()
 
     def read_frame(self) -> DetectorFrame:
         lane_api = self._api.lane
@@ -134,7 +146,43 @@ class SumoSimulation:
                 self._vehicles[i] = vehicles(lane_id)
                 self._halting[i] = halting(lane_id)
                 self._occupancy[i] = occupancy(lane_id)
-        return DetectorFrame(self.time_s, self._vehicles.copy(), self._halting.copy(), self._occupancy.copy())
+        return DetectorFrame(self.time_s, self._vehicles.copy(), self._halting.copy(), self._occupancy.copy(),
+                             self._read_emergency())
+
+    def _read_emergency(self) -> tuple[EmergencyVehicle, ...]:
+        """Emergency vehicles as a camera or AVL feed would report them: position,
+        speed and the route still ahead (all vehicles of vClass "emergency")."""
+        if not self._emergency_now:
+            return ()
+        vehicle, edges, now = self._api.vehicle, self.network.edge_index, self.time_s
+        out = []
+        for vehicle_id in self._emergency_now:
+            route = vehicle.getRoute(vehicle_id)
+            index = max(vehicle.getRouteIndex(vehicle_id), 0)
+            road = vehicle.getRoadID(vehicle_id)
+            if road.startswith(":"):
+                # Inside a junction: at the stop line of the edge it came from.
+                edge = edges[route[index]]
+                position = float(self.network.edge_length_m[edge])
+            elif road in edges:
+                edge, position = edges[road], vehicle.getLanePosition(vehicle_id)
+            else:
+                continue  # not yet inserted on the network
+            ahead = tuple(edges[e] for e in route[index:] if e in edges)
+            out.append(EmergencyVehicle(vehicle_id, edge, position, vehicle.getSpeed(vehicle_id), ahead, -1,
+                                        1, now))
+        return tuple(out)
+
+    def _audit_emergency(self) -> None:
+        """Record the signal each emergency vehicle faces while it is within its
+        stopping distance of it (where a non-green would make it brake)."""
+        vehicle = self._api.vehicle
+        for vehicle_id in self._emergency_now:
+            upcoming = vehicle.getNextTLS(vehicle_id)
+            if not upcoming:
+                continue
+            signal_id, _, distance_m, state = upcoming[0]
+            self.emergency_audit.observe(vehicle_id, signal_id, distance_m, vehicle.getSpeed(vehicle_id), state)
 
     def apply(self, commands: SignalCommands) -> None:
         set_state = self._api.trafficlight.setRedYellowGreenState
@@ -177,6 +225,44 @@ class SumoSimulation:
         path = self.workdir / "actuated.add.xml"
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+class EmergencyAudit:
+    """What each emergency vehicle met at each signal it passed.
+
+    A pass counts as *not green* when the vehicle's link was not green ('G'/'g')
+    at any step while the vehicle was within the distance it needs to stop
+    (comfortable deceleration, plus one second of reaction)."""
+
+    DECEL_MPS2 = 4.5
+
+    def __init__(self) -> None:
+        self.passes: dict[tuple[str, str, int], bool] = {}   # (vehicle, signal, n-th pass) -> all green
+        self._current: dict[str, tuple[str, int, float]] = {}   # vehicle -> (signal, n-th pass, distance)
+
+    def observe(self, vehicle_id: str, signal_id: str, distance_m: float, speed_mps: float, state: str) -> None:
+        previous = self._current.get(vehicle_id)
+        if previous is None or previous[0] != signal_id or distance_m > previous[2] + 1.0:
+            nth = 0 if previous is None else previous[1] + 1
+            self.passes[(vehicle_id, signal_id, nth)] = True
+        else:
+            nth = previous[1]
+        self._current[vehicle_id] = (signal_id, nth, distance_m)
+        stopping_m = speed_mps * speed_mps / (2 * self.DECEL_MPS2) + speed_mps * 1.0 + 2.0
+        if distance_m <= stopping_m and state not in "Gg":
+            self.passes[(vehicle_id, signal_id, nth)] = False
+
+    def as_dict(self) -> dict:
+        not_green = [f"{v}@{s}" for (v, s, _), green in self.passes.items() if not green]
+        return {"signals_passed": len(self.passes), "not_green": len(not_green), "not_green_at": not_green[:20]}
+
+
+def count_emergency_braking(log_path: Path) -> int:
+    """SUMO's "performs emergency braking" warnings in a run's log."""
+    if not log_path.is_file():
+        return 0
+    with open(log_path, errors="replace") as log:
+        return sum("emergency braking" in line for line in log)
 
 
 def _fmt(seconds: float) -> str:

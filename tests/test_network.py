@@ -19,7 +19,7 @@ def test_grid_has_100_four_phase_signals(grid):
     assert len(grid.move_in_lane) == 100 * 16                # 4 legs x (right, 2 through, left)
     assert set(grid.signal_n_links.tolist()) == {16}
     assert set(grid.yellow_s.tolist()) == {3.0}
-    assert grid.graph.number_of_nodes() == 100 + 40 + 4 * 100  # signals, fringe ends, turn-bay splits
+    assert grid.graph.number_of_nodes() == len(grid.edge_ids)
 
 
 def test_grid_conflicts_separate_crossing_streets(grid):

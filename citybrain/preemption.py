@@ -1,0 +1,275 @@
+"""Emergency-vehicle preemption: a green wave ahead of every reported vehicle.
+
+Each signal on a vehicle's route runs NTCIP 1202's preempt sequence:
+
+- *entry*: once the vehicle's estimated arrival comes within the signal's lead
+  time, the signal is asked for the phase the vehicle needs. A conflicting green
+  may end after `SignalTiming.preemption_min_green_s` instead of its minimum
+  green; yellow and all-red are served in full (the safety layer sees to it).
+- *dwell*: that phase is held while the queue ahead of the vehicle discharges
+  and the vehicle approaches and passes.
+- *exit*: once the vehicle is past the stop line, or after `max_presence_s`,
+  the signal goes back to adaptive control, which serves whoever waited.
+
+Lead time = time until the phase can be green from the signal's present stage
++ discharge of the standing queue on the vehicle's approach + a margin, so the
+green is up before the vehicle has to brake. Arrival is estimated every step
+from the vehicle's position along its route at free-flow speed (scaled by how
+much faster than the limit the vehicle has been seen to drive).
+
+Several vehicles at one signal: requests are ranked by priority class, then
+arrival; later requests whose movement is green in the winner's phase are
+served together, the others wait. This module does no I/O: vehicles arrive in
+`DetectorFrame.emergency`, in network indices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import networkx as nx
+import numpy as np
+
+from . import kernels as compiled_kernels
+from .config import PreemptionConfig, SignalTiming
+from .controllers import SignalView
+from .frame import DetectorFrame, EmergencyVehicle
+from .kernels import STAGE_GREEN
+from .network import Network
+
+__all__ = ["Preemption", "PreemptionCounts", "signal_turns", "IDLE", "ENTRY", "DWELL"]
+
+# Per-signal preemption state (Preemption.state).
+IDLE, ENTRY, DWELL = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One way through a signal: from an edge into the next, as a route takes it."""
+
+    signal: int
+    phase: int                  # local candidate phase giving this turn the most green
+    served_by: frozenset[int]   # local phases in which every link of it is green as in `phase`
+    lanes: np.ndarray           # approach lanes (Network lane indices) of its movements
+
+
+@dataclass
+class _Track:
+    """What is known of one vehicle, and of its route's signals."""
+
+    vehicle: EmergencyVehicle
+    route: tuple[int, ...] = ()
+    index: int = 0                          # position of the vehicle's edge in route
+    time_to_end_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # free flow, route start -> end of edge k
+    stops: list[tuple[int, _Turn]] = field(default_factory=list)            # (k, turn) for route[k] -> route[k+1]
+    entered_s: dict[tuple[int, int], float] = field(default_factory=dict)   # (from edge, to edge) -> entry time
+    released: set[tuple[int, int]] = field(default_factory=set)             # timed out: not requested again
+    speed_ratio: float = 1.0                # fastest seen speed / limit, at least 1
+
+
+@dataclass
+class PreemptionCounts:
+    entries: int = 0            # signals that began preemption for a vehicle
+    timeouts: int = 0           # held past max presence and released
+    unroutable: int = 0         # sightings with neither a usable route nor destination
+    conflicts: int = 0          # (signal, step) pairs where a request waited for a conflicting one
+
+    def as_dict(self) -> dict:
+        return {"entries": self.entries, "timeouts": self.timeouts, "unroutable": self.unroutable,
+                "conflicts": self.conflicts}
+
+
+class Preemption:
+    def __init__(self, network: Network, timing: SignalTiming, config: PreemptionConfig,
+                 kernels: ModuleType = compiled_kernels):
+        self.network = network
+        self.timing = timing
+        self.config = config
+        self.kernels = kernels
+        n = network.n_signals
+        self.state = np.zeros(n, dtype=np.int8)
+        self.cut_min_green = np.zeros(n, dtype=bool)
+        self.serving: dict[int, str] = {}          # signal -> vehicle it is preempted for
+        self.tracks: dict[str, _Track] = {}
+        self.counts = PreemptionCounts()
+        self.turns = signal_turns(network)
+        self._edge_queue_s = np.zeros(len(network.edge_ids))
+
+    def plan(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> np.ndarray:
+        """Overwrite `requested` at signals preempted this period; returns the mask of
+        signals whose minimum green may be cut (entry towards a vehicle's phase)."""
+        now = frame.time_s
+        self._update_tracks(frame)
+        self.state[:] = IDLE
+        self.cut_min_green[:] = False
+        self.serving.clear()
+        if not self.tracks:
+            return self.cut_min_green
+        candidates = self._candidates(now)
+        if not candidates:
+            return self.cut_min_green
+        lead = self._lead_s(candidates, frame, signals)
+        margin = self.config.margin_s + self.timing.control_period_s
+        net, entry_min_green_s = self.network, self.timing.preemption_min_green_s
+        wanted, approaching = [], {}
+        for (track, key, turn, eta), lead_s in zip(candidates, lead.tolist()):
+            entered = track.entered_s.get(key)
+            if entered is None:
+                if eta > lead_s + margin:
+                    # Close to entry: a switch to another phase now would add a
+                    # whole detour (its green, then clearance) to the lead time.
+                    detour_s = entry_min_green_s + net.yellow_s[turn.signal] + net.all_red_s[turn.signal]
+                    if eta <= lead_s + margin + detour_s:
+                        approaching.setdefault(turn.signal, turn.phase)
+                    continue
+                track.entered_s[key] = entered = now
+                self.counts.entries += 1
+            if now - entered > self.config.max_presence_s:
+                track.released.add(key)
+                self.counts.timeouts += 1
+                continue
+            wanted.append((track.vehicle.priority, eta, track.vehicle.vehicle_id, turn))
+        winner: dict[int, int] = {}
+        for _, _, vehicle_id, turn in sorted(wanted, key=lambda w: (w[0], w[1], w[2])):
+            phase = winner.get(turn.signal)
+            if phase is None:
+                winner[turn.signal] = turn.phase
+                self.serving[turn.signal] = vehicle_id
+            elif phase not in turn.served_by:
+                self.counts.conflicts += 1
+        for signal, phase in approaching.items():
+            if signal not in winner and requested[signal] >= 0 and requested[signal] != phase:
+                requested[signal] = -1  # keep the present green until the vehicle's entry
+        for signal, phase in winner.items():
+            requested[signal] = phase
+            showing = signals.stage[signal] == STAGE_GREEN and signals.green_phase[signal] == phase
+            self.state[signal] = DWELL if showing else ENTRY
+            self.cut_min_green[signal] = not showing
+        return self.cut_min_green
+
+    # -- tracks --------------------------------------------------------------
+    def _update_tracks(self, frame: DetectorFrame) -> None:
+        for vehicle in frame.emergency:
+            track = self.tracks.get(vehicle.vehicle_id)
+            if track is None:
+                track = self.tracks[vehicle.vehicle_id] = _Track(vehicle)
+            elif vehicle.seen_s < track.vehicle.seen_s:
+                continue  # an older report than the one we have
+            track.vehicle = vehicle
+            limit = self.network.edge_speed_mps[vehicle.edge]
+            track.speed_ratio = max(track.speed_ratio, vehicle.speed_mps / max(limit, 0.1))
+            self._follow(track, vehicle, frame)
+        for vehicle_id in [v for v, t in self.tracks.items()
+                           if frame.time_s - t.vehicle.seen_s > self.config.drop_after_s]:
+            del self.tracks[vehicle_id]
+
+    def _follow(self, track: _Track, vehicle: EmergencyVehicle, frame: DetectorFrame) -> None:
+        """Place the vehicle on its route; (re)build the route when it left it or changed."""
+        route = track.route
+        if vehicle.route:
+            if route[track.index:] == vehicle.route:
+                return
+            ahead = len(route) - len(vehicle.route)
+            if ahead > track.index and route[ahead:] == vehicle.route:
+                track.index = ahead
+                return
+            self._set_route(track, vehicle.route)
+            return
+        if vehicle.edge in route[track.index:]:
+            track.index = route.index(vehicle.edge, track.index)
+            return
+        if vehicle.destination >= 0:
+            self._set_route(track, self._route_to(vehicle.edge, vehicle.destination, frame))
+        else:
+            self._set_route(track, ())
+        if not track.route:
+            self.counts.unroutable += 1
+
+    def _set_route(self, track: _Track, route: tuple[int, ...]) -> None:
+        net = self.network
+        track.route = route
+        track.index = 0
+        edges = np.asarray(route, dtype=np.int64)
+        track.time_to_end_s = np.cumsum(net.edge_length_m[edges] / np.maximum(net.edge_speed_mps[edges], 0.1))
+        track.stops = [(k, self.turns[pair]) for k, pair in enumerate(zip(route, route[1:])) if pair in self.turns]
+
+    def _route_to(self, edge: int, destination: int, frame: DetectorFrame) -> tuple[int, ...]:
+        """Fastest route under current conditions: free-flow time plus the time to
+        discharge each edge's standing queue."""
+        net = self.network
+        queued = np.bincount(net.lane_edge, weights=frame.halting, minlength=len(net.edge_ids))
+        self._edge_queue_s[:] = self.config.queue_headway_s * queued / np.maximum(net.edge_n_lanes, 1)
+        delay = self._edge_queue_s
+        try:
+            path = nx.shortest_path(net.graph, edge, destination,
+                                    weight=lambda u, v, data: data["travel_time_s"] + delay[v])
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            return ()
+        return tuple(int(e) for e in path)
+
+    # -- requests ------------------------------------------------------------
+    def _candidates(self, now: float) -> list[tuple[_Track, tuple[int, int], _Turn, float]]:
+        """(track, turn key, turn, estimated arrival s) for every signal ahead of
+        every vehicle within the horizon, or already preempted for it."""
+        out = []
+        lengths, speeds = self.network.edge_length_m, self.network.edge_speed_mps
+        for track in self.tracks.values():
+            if not track.stops:
+                continue
+            vehicle, k0 = track.vehicle, track.index
+            edge = track.route[k0]
+            left_m = max(lengths[edge] - vehicle.position_m, 0.0)
+            # Free-flow time from the vehicle to the end of route edge k is
+            # to_end_s + time_to_end_s[k], less the time since it was seen.
+            to_end_s = left_m / max(speeds[edge], 0.1) - track.time_to_end_s[k0]
+            elapsed_s = now - vehicle.seen_s
+            for k, turn in track.stops:
+                if k < k0:
+                    continue
+                key = (track.route[k], track.route[k + 1])
+                if key in track.released:
+                    continue
+                eta = max((to_end_s + track.time_to_end_s[k]) / track.speed_ratio - elapsed_s, 0.0)
+                if eta > self.config.horizon_s and key not in track.entered_s:
+                    break
+                out.append((track, key, turn, eta))
+        return out
+
+    def _lead_s(self, candidates, frame: DetectorFrame, signals: SignalView) -> np.ndarray:
+        net, config = self.network, self.config
+        turns = [turn for _, _, turn, _ in candidates]
+        lane_ptr = np.concatenate(([0], np.cumsum([len(t.lanes) for t in turns]))).astype(np.int64)
+        lead = np.zeros(len(turns))
+        self.kernels.preemption_lead_s(
+            np.array([t.signal for t in turns], dtype=np.int32), np.array([t.phase for t in turns], dtype=np.int32),
+            lane_ptr, np.concatenate([t.lanes for t in turns]), frame.halting, net.phase_ptr,
+            net.transition_offset, net.needs_clearance, net.yellow_s, net.all_red_s, signals.green_phase,
+            signals.next_phase, signals.stage, signals.stage_time_s, self.timing.preemption_min_green_s,
+            config.queue_start_s, config.queue_headway_s, lead)
+        return lead
+
+
+def signal_turns(network: Network) -> dict[tuple[int, int], _Turn]:
+    """Every (from edge, to edge) through a signal, with the phase that serves it."""
+    links: dict[tuple[int, int], tuple[int, set[int], set[int]]] = {}
+    for signal, link, lane_in, lane_out in zip(network.move_signal.tolist(), network.move_link.tolist(),
+                                               network.move_in_lane.tolist(), network.move_out_lane.tolist()):
+        key = (int(network.lane_edge[lane_in]), int(network.lane_edge[lane_out]))
+        entry = links.setdefault(key, (signal, set(), set()))
+        if entry[0] == signal:
+            entry[1].add(link)
+            entry[2].add(lane_in)
+    turns = {}
+    for key, (signal, turn_links, lanes) in links.items():
+        n_links = int(network.signal_n_links[signal])
+        levels = [network.phase_green_level[network.phase_link_ptr[p]:network.phase_link_ptr[p] + n_links]
+                  for p in network.phases_of(signal)]
+        chosen = sorted(turn_links)
+        scores = [int(level[chosen].sum()) for level in levels]
+        best = int(np.argmax(scores))
+        if scores[best] == 0:
+            continue  # no phase of the net ever gives this turn green
+        green = levels[best][chosen] > 0
+        served_by = frozenset(p for p, level in enumerate(levels) if np.all(level[chosen][green] > 0))
+        turns[key] = _Turn(signal, best, served_by, np.array(sorted(lanes), dtype=np.int32))
+    return turns
