@@ -24,7 +24,7 @@ served together, the others wait. This module does no I/O: vehicles arrive in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 
 import networkx as nx
@@ -37,10 +37,23 @@ from .frame import DetectorFrame, EmergencyVehicle
 from .kernels import STAGE_GREEN
 from .network import Network
 
-__all__ = ["Preemption", "PreemptionCounts", "signal_turns", "IDLE", "ENTRY", "DWELL"]
+__all__ = ["Preemption", "PreemptionCounts", "PreemptionRequest", "signal_turns", "IDLE", "ENTRY", "DWELL",
+           "WAITING"]
 
-# Per-signal preemption state (Preemption.state).
-IDLE, ENTRY, DWELL = 0, 1, 2
+# Per-signal preemption state (Preemption.state); WAITING only describes a request.
+IDLE, ENTRY, DWELL, WAITING = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class PreemptionRequest:
+    """One vehicle's need at one signal ahead of it, as planned this period."""
+
+    vehicle_id: str
+    signal: int
+    phase: int           # local candidate phase it needs
+    arrival_s: float     # estimated time to the stop line, from now
+    lead_s: float        # how early the phase must be requested (time to green + queue)
+    status: int          # IDLE (not yet), ENTRY / DWELL (being served), WAITING (a conflicting one goes first)
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class Preemption:
         self.state = np.zeros(n, dtype=np.int8)
         self.cut_min_green = np.zeros(n, dtype=bool)
         self.serving: dict[int, str] = {}          # signal -> vehicle it is preempted for
+        self.requests: list[PreemptionRequest] = []  # this period's plan, every vehicle and signal ahead
         self.tracks: dict[str, _Track] = {}
         self.counts = PreemptionCounts()
         self.turns = signal_turns(network)
@@ -103,6 +117,7 @@ class Preemption:
         self.state[:] = IDLE
         self.cut_min_green[:] = False
         self.serving.clear()
+        self.requests = []
         if not self.tracks:
             return self.cut_min_green
         candidates = self._candidates(now)
@@ -111,32 +126,46 @@ class Preemption:
         lead = self._lead_s(candidates, frame, signals)
         margin = self.config.margin_s + self.timing.control_period_s
         net, entry_min_green_s = self.network, self.timing.preemption_min_green_s
-        wanted, approaching = [], {}
+        detour_s = entry_min_green_s + net.yellow_s + net.all_red_s
+        due, near, busy = [], [], set()
         for (track, key, turn, eta), lead_s in zip(candidates, lead.tolist()):
+            due.append(key in track.entered_s or eta <= lead_s + margin)
+            # Close to entry: a switch to another phase now would add a whole
+            # detour (its green, then clearance) to the lead time.
+            near.append(eta <= lead_s + margin + detour_s[turn.signal])
+            if due[-1]:
+                busy.add(turn.signal)
+        wanted, approaching, later = [], {}, []
+        for (track, key, turn, eta), lead_s, is_due, is_near in zip(candidates, lead.tolist(), due, near):
+            vehicle_id = track.vehicle.vehicle_id
+            # A vehicle near a signal another is entering competes for it now, so
+            # the order of service follows priority and arrival, not who entered first.
+            if not (is_due or (is_near and turn.signal in busy)):
+                if is_near:
+                    approaching.setdefault(turn.signal, turn.phase)
+                later.append(PreemptionRequest(vehicle_id, turn.signal, turn.phase, eta, lead_s, IDLE))
+                continue
             entered = track.entered_s.get(key)
             if entered is None:
-                if eta > lead_s + margin:
-                    # Close to entry: a switch to another phase now would add a
-                    # whole detour (its green, then clearance) to the lead time.
-                    detour_s = entry_min_green_s + net.yellow_s[turn.signal] + net.all_red_s[turn.signal]
-                    if eta <= lead_s + margin + detour_s:
-                        approaching.setdefault(turn.signal, turn.phase)
-                    continue
                 track.entered_s[key] = entered = now
                 self.counts.entries += 1
             if now - entered > self.config.max_presence_s:
                 track.released.add(key)
                 self.counts.timeouts += 1
                 continue
-            wanted.append((track.vehicle.priority, eta, track.vehicle.vehicle_id, turn))
+            wanted.append((track.vehicle.priority, eta, vehicle_id, turn, lead_s))
         winner: dict[int, int] = {}
-        for _, _, vehicle_id, turn in sorted(wanted, key=lambda w: (w[0], w[1], w[2])):
+        served = []
+        for _, eta, vehicle_id, turn, lead_s in sorted(wanted, key=lambda w: (w[0], w[1], w[2])):
             phase = winner.get(turn.signal)
             if phase is None:
-                winner[turn.signal] = turn.phase
+                winner[turn.signal] = phase = turn.phase
                 self.serving[turn.signal] = vehicle_id
             elif phase not in turn.served_by:
                 self.counts.conflicts += 1
+                served.append(PreemptionRequest(vehicle_id, turn.signal, turn.phase, eta, lead_s, WAITING))
+                continue
+            served.append(PreemptionRequest(vehicle_id, turn.signal, phase, eta, lead_s, ENTRY))
         for signal, phase in approaching.items():
             if signal not in winner and requested[signal] >= 0 and requested[signal] != phase:
                 requested[signal] = -1  # keep the present green until the vehicle's entry
@@ -145,6 +174,8 @@ class Preemption:
             showing = signals.stage[signal] == STAGE_GREEN and signals.green_phase[signal] == phase
             self.state[signal] = DWELL if showing else ENTRY
             self.cut_min_green[signal] = not showing
+        self.requests = [r if r.status != ENTRY else replace(r, status=int(self.state[r.signal]))
+                         for r in served] + later
         return self.cut_min_green
 
     # -- tracks --------------------------------------------------------------

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from citybrain.emergency_demand import add_emergency_vehicles
 from citybrain.sumo_home import sumo_binary, sumo_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,22 @@ GRID3 = GridSpec("grid3x3", 3, 200.0, seed=7)
 SCENARIOS = {
     "grid10x10": ScenarioSpec("grid10x10", GRID10, trips_per_hour=7000, duration_s=3600, seed=42),
     "grid3x3-short": ScenarioSpec("grid3x3-short", GRID3, trips_per_hour=1800, duration_s=300, seed=7),
+}
+
+
+@dataclass(frozen=True)
+class EmergencySpec:
+    """An emergency variant of one of SCENARIOS (citybrain.emergency_demand)."""
+
+    base: str
+    count: int
+    seed: int
+    departs: tuple[float, float] = (0.1, 0.7)
+
+
+EMERGENCY = {
+    "grid10x10-ev": EmergencySpec("grid10x10", count=12, seed=1),
+    "grid3x3-ev": EmergencySpec("grid3x3-short", count=2, seed=1, departs=(0.1, 0.3)),
 }
 
 
@@ -159,13 +176,19 @@ def build_berlin(root: Path, trips_per_hour: int = 1500, seed: int = 42) -> Path
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", choices=[[], *SCENARIOS, "berlin"],
+    parser.add_argument("names", nargs="*", choices=[[], *SCENARIOS, *EMERGENCY, "berlin"],
                         help="scenarios to build (default: the committed ones; berlin only when named)")
     parser.add_argument("--out", type=Path, default=ROOT, help="root to write networks/ and scenarios/ under")
     args = parser.parse_args(argv)
-    for name in args.names or SCENARIOS:
+    for name in args.names or [*SCENARIOS, *EMERGENCY]:
         if name == "berlin":
             print(f"berlin: {build_berlin(args.out)}")
+            continue
+        if name in EMERGENCY:
+            spec = EMERGENCY[name]
+            cfg = add_emergency_vehicles(args.out / "scenarios" / spec.base, args.out / "scenarios" / name,
+                                         spec.count, spec.seed, departs=spec.departs)
+            print(f"{name}: {cfg}")
             continue
         spec = SCENARIOS[name]
         net = build_net(spec.grid, args.out)

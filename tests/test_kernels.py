@@ -164,3 +164,29 @@ def test_engine_on_numpy_reference_decides_exactly_as_on_numba():
         histories.append(history)
     assert histories[0] == histories[1]
     assert sum(len(signals) for signals, _ in histories[0]) > 200   # signals did switch
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_preemption_lead_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    net = load_network(GRID10_NET)
+    n = net.n_signals
+    n_phases = np.diff(net.phase_ptr)
+    yellow = rng.choice([2.0, 3.0, 4.0], n)
+    all_red = rng.choice([0.0, 1.0, 2.0], n)
+    green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
+    coming = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
+    stage = rng.integers(0, 3, n).astype(np.int8)
+    elapsed = rng.integers(0, 8, n).astype(np.float64)
+    n_req = 300
+    signal = rng.integers(0, n, n_req).astype(np.int32)
+    phase = (rng.integers(0, 100, n_req) % n_phases[signal]).astype(np.int32)
+    lane_ptr, lanes, _ = csr(rng, n_req, 3, net.n_lanes)
+    halting = np.where(rng.random(net.n_lanes) < 0.5, rng.integers(0, 12, net.n_lanes), 0).astype(np.float64)
+    fast, slow = np.zeros(n_req), np.zeros(n_req)
+    for impl, out in ((kernels, fast), (reference, slow)):
+        impl.preemption_lead_s(signal, phase, lane_ptr, lanes, halting, net.phase_ptr, net.transition_offset,
+                               net.needs_clearance, yellow, all_red, green, coming, stage, elapsed,
+                               2.0, 2.0, 2.0, out)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    assert len(set(fast.tolist())) > 10
