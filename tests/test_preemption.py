@@ -38,10 +38,11 @@ class Drive:
     """The engine on an empty street, with emergency vehicles moving at constant
     speed along their routes; every displayed state is audited."""
 
-    def __init__(self, net, config=PreemptionConfig(), start_phase=None):
+    def __init__(self, net, config=None, start_phase=None):
         self.net = net
         self.timing = SignalTiming()
-        self.engine = Engine(net, make_controller("maxpressure", net), self.timing, preemption=config)
+        self.engine = Engine(net, make_controller("maxpressure", net), self.timing,
+                             preemption=config or PreemptionConfig())
         self.monitor = SafetyMonitor(net, self.timing.min_green_s, 1.0, self.timing.preemption_min_green_s)
         self.zeros = np.zeros(net.n_lanes)
         self.halting = np.zeros(net.n_lanes)
@@ -193,10 +194,8 @@ def test_a_stuck_vehicle_times_out_and_is_not_served_again(net):
     drive = Drive(net, config, start_phase=conflicting_start(net, route))
     first, _, distance = stop_lines(net, route)[0]
     preemption = drive.engine.preemption
-    stuck = None
     for _ in range(25):
-        stuck = vehicle_at(net, "ev", route, distance - 20.0, 0.0, time_s=drive.time_s)
-        drive.step([stuck])
+        drive.step([vehicle_at(net, "ev", route, distance - 20.0, 0.0, time_s=drive.time_s)])
     assert preemption.counts.timeouts == 1
     assert preemption.state[first] == IDLE
     assert drive.monitor.report.violations == 0
