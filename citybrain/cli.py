@@ -106,7 +106,8 @@ def _cmd_serve(args) -> None:
     field = FieldConfig(period_s=args.period, clock=args.clock, stale_after_s=args.stale_after,
                         max_message_bytes=int(args.max_message_mb * 2**20), max_messages_per_s=args.max_rate)
     options = ServeOptions(bind=args.bind, controller=args.controller, metrics_address=args.metrics_address,
-                           metrics_port=None if args.metrics_port < 0 else args.metrics_port, field=field)
+                           metrics_port=None if args.metrics_port < 0 else args.metrics_port, field=field,
+                           preemption=PreemptionConfig(enabled=not args.no_preemption))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--metrics-address", default="127.0.0.1", help="address of /metrics (default 127.0.0.1)")
     srv.add_argument("--metrics-port", type=int, default=9100,
                      help="port of /metrics (default 9100; 0 picks a free one, -1 turns it off)")
+    srv.add_argument("--no-preemption", action="store_true",
+                     help="ignore emergency-vehicle sightings (no preemption)")
     srv.set_defaults(handler=_cmd_serve)
 
     gw = commands.add_parser("gateway", help="run SUMO as a virtual field behind a gateway to `serve`")

@@ -23,10 +23,10 @@ import numpy as np
 
 from . import kernels as compiled_kernels
 from . import protocol as p
-from .config import SignalTiming
+from .config import PreemptionConfig, SignalTiming
 from .controllers import Controller
 from .engine import Engine
-from .frame import DetectorFrame
+from .frame import DetectorFrame, EmergencyVehicle
 from .network import Network
 from .telemetry import EngineMetrics
 
@@ -85,22 +85,18 @@ class _Bucket:
     updated_s: float
 
 
-@dataclass
-class _Sighting:
-    sighting: p.EmergencySighting
-    time_s: float
-
-
 class FieldEngine:
     def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None,
                  config: FieldConfig | None = None, metrics: EngineMetrics | None = None,
-                 kernels: ModuleType = compiled_kernels):
+                 kernels: ModuleType = compiled_kernels, preemption: PreemptionConfig | None = None):
         self.network = network
         self.config = config or FieldConfig()
         self.timing = (timing or SignalTiming())
         if self.timing.control_period_s != self.config.period_s:
             raise ValueError("timing.control_period_s and config.period_s differ")
-        self.engine = Engine(network, controller, self.timing, kernels)
+        preemption = preemption or PreemptionConfig()
+        self.engine = Engine(network, controller, self.timing, kernels, preemption)
+        self.sighting_ttl_s = preemption.drop_after_s
         self.kernels = kernels
         self.metrics = metrics or EngineMetrics()
         self.engine_id = uuid.uuid4().hex[:12]
@@ -115,7 +111,7 @@ class FieldEngine:
         self.signal_index = {sid: i for i, sid in enumerate(network.signal_ids)}
         self.signal_lane_ptr, self.signal_lanes = _signal_lanes(network)
         self.stale = np.ones(network.n_signals, dtype=bool)
-        self.sightings: dict[str, _Sighting] = {}
+        self.sightings: dict[str, EmergencyVehicle] = {}
         self.sessions: dict[bytes, _Session] = {}
         self.buckets: dict[bytes, _Bucket] = {}
         self.clock_s = -np.inf         # frames clock: latest accepted detector timestamp
@@ -225,7 +221,9 @@ class FieldEngine:
             fields = ((self.halting, message.queue, "queue"), (self.vehicles, message.vehicles, "vehicles"))
             problems += self._sightings(message)
         sizes = {values.size for _, values, _ in fields if values is not None}
-        if sizes and sizes != {lanes.size}:
+        if not sizes:
+            return problems  # sightings only: lanes are not refreshed by a message without counts
+        if sizes != {lanes.size}:
             self._reject("malformed", f"{sizes.pop()} values for {lanes.size} lanes")
             return [("malformed", f"per-lane arrays do not match the {lanes.size} lanes of the hello")]
         unknown = lanes < 0
@@ -257,18 +255,33 @@ class FieldEngine:
         return problems
 
     def _sightings(self, message: p.CameraMessage) -> list[tuple[str, str]]:
+        """Emergency vehicles, placed on the net's edges; a sighting that cannot be
+        placed or routed is rejected alone."""
         problems = []
+        edge_index = self.network.edge_index
         for sighting in message.emergency:
-            if sighting.lane not in self.lane_index:
-                self._reject("unknown_id", f"emergency vehicle {sighting.vehicle_id!r} on unknown lane "
-                             f"{sighting.lane!r}")
-                problems.append(("unknown_id", f"emergency vehicle on unknown lane {sighting.lane!r}"))
-            elif not (sighting.position_m >= 0 and 0 <= sighting.speed_mps < 100):
-                self._reject("invalid_value", f"emergency vehicle {sighting.vehicle_id!r}: position "
-                             f"{sighting.position_m}, speed {sighting.speed_mps}")
-                problems.append(("invalid_value", f"emergency vehicle {sighting.vehicle_id!r}"))
+            name = sighting.vehicle_id
+            edge = self.network.lane_edge_index(sighting.lane)
+            route = tuple(edge_index.get(e, -1) for e in sighting.route)
+            destination = -1 if sighting.destination is None else edge_index.get(sighting.destination, -1)
+            if edge < 0 or -1 in route or (sighting.destination is not None and destination < 0):
+                unknown = sighting.lane if edge < 0 else "its route" if -1 in route else sighting.destination
+                detail = f"emergency vehicle {name!r}: unknown {unknown!r}"
+            elif route and route[0] != edge:
+                detail = f"emergency vehicle {name!r}: route does not start on the edge of lane {sighting.lane!r}"
             else:
-                self.sightings[sighting.vehicle_id] = _Sighting(sighting, message.time_s)
+                detail = None
+            if detail:
+                self._reject("unknown_id", detail)
+                problems.append(("unknown_id", detail))
+            elif not (0 <= sighting.position_m <= self.network.edge_length_m[edge] + 1.0
+                      and 0 <= sighting.speed_mps < 100):
+                detail = f"emergency vehicle {name!r}: position {sighting.position_m}, speed {sighting.speed_mps}"
+                self._reject("invalid_value", detail)
+                problems.append(("invalid_value", detail))
+            elif name not in self.sightings or self.sightings[name].seen_s <= message.time_s:
+                self.sightings[name] = EmergencyVehicle(name, edge, sighting.position_m, sighting.speed_mps, route,
+                                                        destination, sighting.priority, message.time_s)
         return problems
 
     def _state(self, session: _Session, report: p.StateReport) -> list[tuple[str, str]]:
@@ -310,10 +323,10 @@ class FieldEngine:
         lane_stale = (now - self.lane_seen_s) > self.config.stale_after_s
         stale_count = np.add.reduceat(lane_stale[self.signal_lanes], self.signal_lane_ptr[:-1])
         self.stale = stale_count > 0
-        frame = DetectorFrame(now, self.vehicles, self.halting, self.occupancy)
+        self._expire_sightings(now)
+        frame = DetectorFrame(now, self.vehicles, self.halting, self.occupancy, tuple(self.sightings.values()))
         commands = self.engine.step(frame, self.stale)
         self.metrics.commands.inc(len(commands.signals))
-        self._expire_sightings(now)
         out = []
         safety = self.engine.safety
         for sender, session in self.sessions.items():
@@ -330,9 +343,10 @@ class FieldEngine:
                 positions = positions[mine]
                 states = tuple(s for s, m in zip(commands.states, mine) if m)
             idx = np.maximum(session.signals, 0)
+            preempting = np.flatnonzero(known & self.engine.preempting[idx]).astype(np.int32)
             command = p.SignalCommand(self._next_seq(), now, session.last_frame_seq, safety.green_phase[idx],
                                       safety.next_phase[idx], safety.stage[idx], safety.stage_time_s[idx],
-                                      positions, states)
+                                      positions, states, preempting)
             session.last_command_seq = command.seq
             out.append((sender, p.encode(command)))
         self.metrics.command_messages.inc(len(out))
@@ -347,7 +361,7 @@ class FieldEngine:
 
     # -- helpers -----------------------------------------------------------
     def _expire_sightings(self, now: float) -> None:
-        expired = [vid for vid, s in self.sightings.items() if now - s.time_s > self.config.stale_after_s]
+        expired = [vid for vid, s in self.sightings.items() if now - s.seen_s > self.sighting_ttl_s]
         for vid in expired:
             del self.sightings[vid]
 

@@ -110,9 +110,10 @@ class WireControl:
             self._hello()
             self._drain(0.0)
         report = self._state_report(frame.time_s)
-        frame_seq = self._next_seq()
         sent_at = time.perf_counter()
-        sent = self._send(report) and self._send(
+        sent = self._send(report) and (not frame.emergency or self._send(self._camera(frame)))
+        frame_seq = self._next_seq()
+        sent = sent and self._send(
             p.DetectorMessage(frame_seq, frame.time_s, None, frame.vehicles, frame.halting, frame.occupancy))
         if self.welcomed:
             command = self._await_command(frame_seq, self.options.engine_timeout_s) if sent else None
@@ -127,6 +128,7 @@ class WireControl:
 
     def _local_step(self, frame: DetectorFrame) -> SignalCommands:
         self.mode = "local"
+        self.preempting[:] = False
         self.stats["local_steps"] += 1
         commands = self.local.step(frame)
         for signal, state in zip(commands.signals, commands.states):
@@ -156,6 +158,8 @@ class WireControl:
         m.next_phase[keep] = command.next_phase[keep]
         m.stage[keep] = command.stage[keep]
         m.stage_time_s[keep] = command.stage_time_s[keep]
+        self.preempting[:] = False
+        self.preempting[command.preempting[command.preempting < n]] = True
         self.command_seq = command.seq
         self.mode = "engine"
         self.stats["engine_steps"] += 1
@@ -168,6 +172,17 @@ class WireControl:
                                m.stage, m.stage_time_s, tuple(self.pending_rejections))
         self.pending_rejections = []
         return report
+
+    def _camera(self, frame: DetectorFrame) -> p.CameraMessage:
+        """Emergency vehicles as a camera/AVL feed reports them (the engine needs
+        only the edge of the lane, so lane 0 of the vehicle's edge stands for it)."""
+        edges = self.network.edge_ids
+        sightings = tuple(
+            p.EmergencySighting(v.vehicle_id, f"{edges[v.edge]}_0", v.position_m, v.speed_mps,
+                                tuple(edges[e] for e in v.route),
+                                edges[v.destination] if v.destination >= 0 else None, v.priority)
+            for v in frame.emergency)
+        return p.CameraMessage(self._next_seq(), frame.time_s, None, None, None, sightings)
 
     def _hello(self) -> None:
         now = time.monotonic()

@@ -13,7 +13,7 @@ from `REJECT_REASONS`, which the engine counts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 import msgpack
@@ -161,7 +161,9 @@ class SignalCommand:
     """Engine -> gateway, once per control period: the full stage state of every
     signal of the gateway (hello order) and the SUMO state strings of those whose
     display changed (`changed`: indices into the hello's signals).
-    `frame_seq` is the seq of the last detector frame the decision used."""
+    `frame_seq` is the seq of the last detector frame the decision used.
+    `preempting`: signals (same indices) where an emergency preemption may end a
+    green before its minimum green this period."""
 
     seq: int
     time_s: float
@@ -172,6 +174,7 @@ class SignalCommand:
     stage_time_s: np.ndarray
     changed: np.ndarray        # int32
     states: tuple[str, ...]
+    preempting: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,8 @@ def encode(message: Message) -> bytes:
     elif isinstance(message, SignalCommand):
         body.update(type="command", frame_seq=message.frame_seq, changed=_pack(message.changed, _I32),
                     states=list(message.states), **_stage_body(message))
+        if message.preempting.size:
+            body["preempting"] = _pack(message.preempting, _I32)
     elif isinstance(message, ErrorNotice):
         body.update(type="error", reason=message.reason, detail=message.detail, ref_seq=message.ref_seq)
     else:
@@ -315,7 +320,10 @@ def _parse_command(body, seq, time_s) -> SignalCommand:
     states = _str_list(body, "states")
     if changed.size != len(states):
         raise ProtocolError("malformed", "'changed' and 'states' differ in length")
-    return SignalCommand(seq, time_s, _int(body, "frame_seq"), *arrays, changed, states)
+    preempting = _array(body, "preempting", _I32) if "preempting" in body else np.zeros(0, dtype=np.int32)
+    if np.any(preempting < 0) or np.any(preempting >= arrays[0].size):
+        raise ProtocolError("malformed", "'preempting' names a signal outside the command")
+    return SignalCommand(seq, time_s, _int(body, "frame_seq"), *arrays, changed, states, preempting)
 
 
 def _parse_heartbeat(body, seq, time_s) -> Heartbeat:

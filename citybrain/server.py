@@ -8,11 +8,11 @@ from typing import Callable
 
 import numpy as np
 
-from .config import SignalTiming
+from .config import PreemptionConfig, SignalTiming
 from .controllers import make_controller
 from .engine import Engine
 from .field import FieldConfig, FieldEngine
-from .frame import DetectorFrame
+from .frame import DetectorFrame, EmergencyVehicle
 from .network import Network
 from .telemetry import MetricsServer
 from .wire import serve_loop
@@ -28,6 +28,7 @@ class ServeOptions:
     controller: str = "citybrain"
     metrics_address: str = "127.0.0.1"
     metrics_port: int | None = 9100      # None: no /metrics endpoint; 0: any free port
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     field: FieldConfig = field(default_factory=FieldConfig)
 
 
@@ -36,8 +37,9 @@ def serve(network: Network, options: ServeOptions, stop: threading.Event,
     """Serve until `stop` is set; `on_ready(endpoint, metrics_port)` once listening.
     Returns the engine (its metrics hold the run's counts)."""
     timing = SignalTiming(control_period_s=options.field.period_s)
-    _warm_up(network, options.controller, timing)
-    engine = FieldEngine(network, make_controller(options.controller, network), timing, options.field)
+    _warm_up(network, options.controller, timing, options.preemption)
+    engine = FieldEngine(network, make_controller(options.controller, network), timing, options.field,
+                         preemption=options.preemption)
     metrics_server = None
     if options.metrics_port is not None:
         metrics_server = MetricsServer(engine.metrics, options.metrics_address, options.metrics_port)
@@ -54,9 +56,13 @@ def serve(network: Network, options: ServeOptions, stop: threading.Event,
     return engine
 
 
-def _warm_up(network: Network, controller: str, timing: SignalTiming) -> None:
-    """Run two steps on a throwaway engine so JIT loading is done before the first frame."""
-    engine = Engine(network, make_controller(controller, network), timing)
+def _warm_up(network: Network, controller: str, timing: SignalTiming, preemption: PreemptionConfig) -> None:
+    """Run a few steps on a throwaway engine, one with an emergency vehicle at a
+    stop line, so JIT loading is done before the first frame."""
+    engine = Engine(network, make_controller(controller, network), timing, preemption=preemption)
     zeros = np.zeros(network.n_lanes)
-    for _ in range(2):
-        engine.step(DetectorFrame(0.0, zeros, zeros, zeros), np.zeros(network.n_signals, dtype=bool))
+    stale = np.zeros(network.n_signals, dtype=bool)
+    turn = next(iter(engine.preemption.turns), None) if engine.preemption else None
+    vehicles = () if turn is None else (EmergencyVehicle("warm-up", turn[0], 0.0, 10.0, turn, -1, 1, 0.0),)
+    for emergency in ((), vehicles, ()):
+        engine.step(DetectorFrame(0.0, zeros, zeros, zeros, emergency), stale)

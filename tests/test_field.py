@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from citybrain import protocol as p
-from citybrain.config import SignalTiming
+from citybrain.config import PreemptionConfig, SignalTiming
 from citybrain.controllers import make_controller
 from citybrain.field import FieldConfig, FieldEngine
 from citybrain.kernels import STAGE_GREEN
@@ -155,3 +155,48 @@ def test_command_guard_refuses_unsafe_changes(net):
     conflicting = "".join("G" if a in "Gg" or b in "Gg" else a for a, b in zip(green_a, green_b))
     assert guard.check(signal, conflicting, 20.0) == "conflicting_green"
     assert guard.check(signal, "G", 20.0) == "bad_state"
+
+
+WEST_EAST = ("left1A1", "left1A1.140.00", "A1B1", "A1B1.140.00", "B1C1", "B1C1.140.00", "C1right1")
+
+
+def sighting(vehicle_id="amb", lane="left1A1_0", position_m=60.0, route=WEST_EAST, destination=None):
+    return p.EmergencySighting(vehicle_id, lane, position_m, 13.9, route, destination, 1)
+
+
+def test_emergency_sightings_are_validated_one_by_one_and_preempt(net):
+    field = make_field(net)
+    feed = Feed(field, net)
+    feed.frame(0.0)
+    notices = feed.send(p.CameraMessage(feed.next(), 1.0, None, None, None, (
+        sighting(),
+        sighting("ghost", lane="nowhere_0"),
+        sighting("lost", route=("left1A1", "no-such-edge")),
+        sighting("detour", lane="A1B1_0"),                    # route does not start where it is
+        sighting("flying", position_m=1e5),
+        sighting("by-destination", lane="right1C1_1", route=(), destination="A1left1"),
+    )))
+    assert sorted(n.reason for n in notices) == ["invalid_value", "unknown_id", "unknown_id", "unknown_id"]
+    assert rejected(field, "unknown_id") == 3 and rejected(field, "invalid_value") == 1
+    assert set(field.sightings) == {"amb", "by-destination"}
+    # A message with sightings only does not refresh any lane's detector data.
+    assert field.lane_seen_s.max() == 0.0
+
+    _, commands = feed.frame(1.0)
+    preemption = field.engine.preemption
+    assert set(preemption.tracks) == {"amb", "by-destination"}
+    first_signal = net.signal_ids.index("A1")
+    assert preemption.state[first_signal] != 0
+    assert first_signal in commands[0].preempting.tolist() or preemption.state[first_signal] == 2
+
+
+def test_emergency_sightings_expire(net):
+    field = make_field(net)
+    feed = Feed(field, net)
+    feed.send(p.CameraMessage(feed.next(), 0.0, None, None, None, (sighting(),)))
+    feed.frame(0.0)      # the first step only commands every signal
+    feed.frame(1.0)
+    assert field.sightings and field.engine.preemption.tracks
+    for t in range(2, int(PreemptionConfig().drop_after_s) + 2):
+        feed.frame(float(t))
+    assert not field.sightings and not field.engine.preemption.tracks

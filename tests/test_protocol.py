@@ -22,6 +22,8 @@ MESSAGES = [
     p.StateReport(6, 12.0, 5, "engine", **STATE, rejected=((1, "missing_yellow"),)),
     p.Heartbeat(7, 12.0),
     p.SignalCommand(8, 12.0, 4, **STATE, changed=np.array([1], np.int32), states=("GGrr",)),
+    p.SignalCommand(8, 12.0, 4, **STATE, changed=np.array([1], np.int32), states=("GGrr",),
+                    preempting=np.array([0], np.int32)),
     p.ErrorNotice(9, 12.0, "stale", "too old", 3),
 ]
 

@@ -25,7 +25,7 @@ from citybrain.network import load_network
 from citybrain.scenario import load_scenario
 from citybrain.server import ServeOptions, serve
 
-from .conftest import SHORT
+from .conftest import ROOT, SHORT
 from .test_cli import KEYS, citybrain
 
 
@@ -210,6 +210,9 @@ def test_engine_steps_at_10_hz_on_its_wall_clock(running_engine, net):
 
 # -- whole runs: serve and gateway as a user starts them -------------------
 
+EV_SCENARIO = ROOT / "scenarios" / "grid3x3-ev"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,8 +235,8 @@ def stop_serve(proc):
     assert proc.wait(timeout=20) == 0
 
 
-def gateway(endpoint, out, *args, background=False):
-    cmd = [sys.executable, "-m", "citybrain.cli", "gateway", str(SHORT), "--engine", endpoint,
+def gateway(endpoint, out, *args, background=False, scenario=SHORT):
+    cmd = [sys.executable, "-m", "citybrain.cli", "gateway", str(scenario), "--engine", endpoint,
            "--json", str(out), *args]
     if background:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -243,18 +246,23 @@ def gateway(endpoint, out, *args, background=False):
 
 
 def test_over_the_wire_equals_in_process(tmp_path):
+    """On the 3x3 grid with emergency vehicles: their sightings go to the engine
+    as camera frames, and its preemption reaches SUMO through the gateway."""
     proc, endpoint, _ = start_serve("--bind", "tcp://127.0.0.1:*")
     try:
-        gateway(endpoint, tmp_path / "wire.json")
+        gateway(endpoint, tmp_path / "wire.json", scenario=EV_SCENARIO)
     finally:
         stop_serve(proc)
-    sim = citybrain("simulate", str(SHORT), "--controller", "citybrain", "--json", str(tmp_path / "sim.json"))
+    sim = citybrain("simulate", str(EV_SCENARIO), "--controller", "citybrain", "--json", str(tmp_path / "sim.json"))
     assert sim.returncode == 0, sim.stderr
     wire = json.loads((tmp_path / "wire.json").read_text())["controllers"]["citybrain"]
     local = json.loads((tmp_path / "sim.json").read_text())["controllers"]["citybrain"]
     assert wire["gateway"]["engine_steps"] == 300 and wire["gateway"]["local_steps"] == 0
-    for key in KEYS:
+    assert local["ev_count"] == 2 and local["emergency"]["preemption"]["entries"] > 0
+    for key in (*KEYS, "ev_count", "ev_mean_delay_s", "ev_mean_stops", "emergency_braking"):
         assert wire[key] == local[key], key
+    assert wire["emergency"]["signals_passed"] == local["emergency"]["signals_passed"]
+    assert wire["emergency"]["not_green"] == local["emergency"]["not_green"] == 0
 
 
 def test_engine_killed_mid_run_and_restarted(tmp_path):
