@@ -22,8 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels, protocol, reference
-from .config import SignalTiming
+from .config import PreemptionConfig, SignalTiming
 from .controllers import make_controller
+from .emergency_demand import crossing_routes
+from .engine import Engine
+from .frame import DetectorFrame, EmergencyVehicle
+from .preemption import Preemption
 from .field import FieldConfig, FieldEngine
 from .grids import DEFAULT_CACHE, bench_grid
 from .network import COMPILED_FORMAT, Network, load_network
@@ -32,7 +36,8 @@ from .scenario import load_scenario
 from .sumo_home import ensure_sumo_home, sumo_tool
 from .wire import GatewayLink
 
-__all__ = ["latency", "wire", "scale", "scenarios", "published_resco", "RESCO_MAPS"]
+__all__ = ["latency", "wire", "scale", "scenarios", "published_resco", "preemption_planning", "emergency",
+           "emergency_markdown", "RESCO_MAPS"]
 
 RESCO_MAPS = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4",
               "arterial4x4")
@@ -267,6 +272,94 @@ def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tup
                 "teleports": int(sum(r["teleports"] for r in results)),
             }
     return {"seeds": list(seeds), "controllers": list(controllers), "scenarios": summary, "machine": _machine()}
+
+
+# -- emergency preemption -----------------------------------------------------
+
+def preemption_planning(route_signals: int = 30, repeat: int = 2000, cache: Path = DEFAULT_CACHE) -> dict:
+    """Cost of planning one emergency vehicle's green wave along a route through
+    `route_signals` signals (a corner-to-corner route on a generated grid), every
+    signal within the planning horizon. `first_us`: its first period (route
+    placed, from a destination, on the routing graph); then the steady
+    per-period cost."""
+    side = route_signals // 2 + 4
+    _, network = cached_network(side * side, cache)
+    route = crossing_routes(network, 1, seed=0)[0]
+    timing = SignalTiming()
+    engine = Engine(network, make_controller("citybrain", network), timing, preemption=PreemptionConfig())
+    zeros = np.zeros(network.n_lanes)
+    engine.step(DetectorFrame(0.0, zeros, zeros, zeros))
+    everything = PreemptionConfig(horizon_s=1e9)
+    requested = np.full(network.n_signals, -1, dtype=np.int32)
+    firsts, steady = [], []
+    for trial in range(max(repeat // 100, 3)):
+        planner = Preemption(network, timing, everything)
+        vehicle = EmergencyVehicle("bench", route[0], 0.0, 13.9, (), route[-1], 1, 0.0)
+        frame = DetectorFrame(0.0, zeros, zeros, zeros, (vehicle,))
+        t0 = time.perf_counter_ns()
+        planner.plan(frame, engine.safety, requested)
+        firsts.append(time.perf_counter_ns() - t0)
+        for _ in range(100 if trial else 10):   # the first trial warms up
+            t0 = time.perf_counter_ns()
+            planner.plan(frame, engine.safety, requested)
+            steady.append(time.perf_counter_ns() - t0)
+    signals = len(planner.requests)
+    firsts_us, steady_us = np.array(firsts[1:]) / 1e3, np.array(steady[10:]) / 1e3
+    result = {"route_signals": signals, "route_edges": len(route),
+              "first_p50_us": round(float(np.percentile(firsts_us, 50)), 1),
+              "p50_us": round(float(np.percentile(steady_us, 50)), 1),
+              "p99_us": round(float(np.percentile(steady_us, 99)), 1),
+              "control_period_us": timing.control_period_s * 1e6}
+    print(f"preemption planning, one vehicle, {signals}-signal route: first period {result['first_p50_us']:.0f} us "
+          f"(routing from a destination), then p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us "
+          f"per period")
+    return result
+
+
+def emergency(configs: dict[str, Path], seed: int = 42, workers: int | None = None, end_s: float | None = None,
+              progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
+    """The citybrain controller on each emergency scenario, with and without preemption."""
+    jobs, total_s = [], 0.0
+    for config in configs.values():
+        begin, end = load_scenario(config).window(None, end_s)
+        for enabled in (False, True):
+            jobs.append((str(config), "citybrain",
+                         RunOptions(seed=seed, end_s=end, preemption=PreemptionConfig(enabled=enabled))))
+            total_s += end - begin
+    results = simulate_in_processes(jobs, workers, progress(total_s) if progress else None)
+    keys = ("ev_count", "ev_mean_delay_s", "ev_mean_stops", "mean_delay_s", "safety_violations", "emergency_braking",
+            "teleports")
+    summary = {}
+    for i, name in enumerate(configs):
+        off, on = results[2 * i], results[2 * i + 1]
+        summary[name] = {label: {**{k: r[k] for k in keys}, "signals_passed": r["emergency"]["signals_passed"],
+                                 "not_green": r["emergency"]["not_green"], "preemption": r["emergency"]["preemption"]}
+                         for label, r in (("off", off), ("on", on))}
+    return {"seed": seed, "scenarios": summary, "machine": _machine()}
+
+
+def emergency_markdown(report: dict) -> str:
+    def change(off, on) -> str:
+        return "–" if not off or on is None else f"{100 * (on - off) / off:+.1f}%"
+
+    lines = [f"citybrain with and without emergency preemption (SUMO seed {report['seed']}). EV: emergency "
+             "vehicles (no bluelight device); others: every other vehicle; not green: signal passes where the "
+             "EV's link was not green within its stopping distance.", "",
+             "| scenario | EVs | EV delay s, off → on | change | EV stops, off → on | not green, off → on "
+             "| others' delay s, off → on | change | violations | emergency braking |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, runs in report["scenarios"].items():
+        off, on = runs["off"], runs["on"]
+        fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
+        lines.append(
+            f"| {name} | {on['ev_count']} | {fmt(off['ev_mean_delay_s'], '.1f')} → {fmt(on['ev_mean_delay_s'], '.1f')}"
+            f" | {change(off['ev_mean_delay_s'], on['ev_mean_delay_s'])}"
+            f" | {fmt(off['ev_mean_stops'], '.2f')} → {fmt(on['ev_mean_stops'], '.2f')}"
+            f" | {off['not_green']}/{off['signals_passed']} → {on['not_green']}/{on['signals_passed']}"
+            f" | {off['mean_delay_s']:.1f} → {on['mean_delay_s']:.1f} | {change(off['mean_delay_s'], on['mean_delay_s'])}"
+            f" | {off['safety_violations'] + on['safety_violations']}"
+            f" | {off['emergency_braking']} → {on['emergency_braking']} |")
+    return "\n".join(lines) + "\n"
 
 
 def published_resco(readme: Path) -> dict[str, dict[str, str]]:

@@ -169,6 +169,8 @@ def _cmd_bench(args) -> None:
         report = bench.wire(_sizes(args.sizes), args.rate, args.seconds, cache)
     elif args.bench == "scale":
         report = bench.scale(_sizes(args.sizes), args.seconds, cache)
+    elif args.bench == "emergency":
+        report = _bench_emergency(args, bench, cache)
     else:
         report = _bench_scenarios(args, bench)
     _write_json(report, args.json)
@@ -203,6 +205,29 @@ def _bench_scenarios(args, bench) -> dict:
     bench.scenarios_chart(report, out / "scenarios.png")
     print(f"wrote {out / 'scenarios.md'}, {out / 'scenarios.json'}, {out / 'scenarios.png'}", file=sys.stderr)
     return report
+
+
+def _bench_emergency(args, bench, cache: Path) -> dict:
+    report = {"planning": bench.preemption_planning(args.route_signals, args.repeat, cache)}
+    paths = args.scenario if args.scenario is not None else ["scenarios/grid10x10-ev"]
+    configs = {load_scenario(path).name: Path(path) for path in paths}
+    if configs:
+        outcome = bench.emergency(configs, args.seed, args.workers, args.end,
+                                  _progress_bar(f"{len(configs)} scenarios, preemption off and on"))
+        table = bench.emergency_markdown(outcome)
+        print(table)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "emergency.md").write_text(table)
+        print(f"wrote {out / 'emergency.md'}", file=sys.stderr)
+        report.update(outcome)
+    return report
+
+
+def _cmd_add_emergency(args) -> None:
+    from .emergency_demand import add_emergency_vehicles
+    config = add_emergency_vehicles(args.scenario, args.out, args.count, args.seed)
+    print(f"wrote {config} ({args.count} emergency vehicles)")
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool = True) -> None:
@@ -291,10 +316,28 @@ def build_parser() -> argparse.ArgumentParser:
     scn.add_argument("--end", type=float, help="end time, s (default: each scenario's)")
     scn.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
     scn.add_argument("--out", default="results/bench", help="folder for scenarios.md/.json/.png")
-    for sub in (lat, wir, sca, scn):
+    emg = kinds.add_parser("emergency", help="preemption planning cost, and citybrain with/without preemption "
+                                             "on emergency scenarios")
+    emg.add_argument("--scenario", action="append",
+                     help="emergency scenarios to run (repeatable; default scenarios/grid10x10-ev)")
+    emg.add_argument("--route-signals", type=int, default=30, help="signals on the planned route (default 30)")
+    emg.add_argument("--repeat", type=int, default=2000, help="timed planning periods (default 2000)")
+    emg.add_argument("--seed", type=int, default=42, help="SUMO seed (default 42)")
+    emg.add_argument("--end", type=float, help="end time, s (default: each scenario's)")
+    emg.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
+    emg.add_argument("--out", default="results/bench", help="folder for emergency.md")
+    for sub in (lat, wir, sca, scn, emg):
         sub.add_argument("--json", metavar="PATH", help="also write the results as JSON")
         sub.add_argument("--cache", default="results/bench-cache", help="where generated grids are kept")
     bench.set_defaults(handler=_cmd_bench)
+
+    add = commands.add_parser("add-emergency",
+                              help="write an emergency-vehicle variant of a scenario (references it, copies nothing)")
+    add.add_argument("scenario", help="scenario folder or .sumocfg")
+    add.add_argument("--out", required=True, help="folder for the new scenario")
+    add.add_argument("--count", type=int, default=10, help="emergency vehicles (default 10)")
+    add.add_argument("--seed", type=int, default=1, help="route draw seed (default 1)")
+    add.set_defaults(handler=_cmd_add_emergency)
     return parser
 
 

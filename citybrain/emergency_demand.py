@@ -2,9 +2,9 @@
 `.sumocfg` names the original net and demand where they are (nothing is
 copied) plus `emergency.rou.xml`.
 
-Routes are drawn, with a fixed seed, among the fastest routes from where
-vehicles enter the net to where they leave it, preferring those through the
-most signals: an ambulance crossing the city. The vehicles have vClass
+Routes are drawn, with a fixed seed, among the fastest routes between random
+roads of the net (a station, an incident), preferring those through the most
+signals: an ambulance crossing the city. The vehicles have vClass
 "emergency" but no bluelight device, so they cannot run red lights: whatever
 green they get comes from the signal control alone.
 """
@@ -28,13 +28,11 @@ EMERGENCY_TYPE = "citybrain_emergency"
 def crossing_routes(network: Network, count: int, seed: int, samples: int = 400) -> list[tuple[int, ...]]:
     """`count` routes (edge indices) through many signals, drawn reproducibly."""
     graph, turns = network.graph, signal_turns(network)
-    sources = [e for e in graph.nodes if graph.in_degree(e) == 0 and graph.out_degree(e) > 0]
-    sinks = [e for e in graph.nodes if graph.out_degree(e) == 0 and graph.in_degree(e) > 0]
-    if len(sources) < 2 or len(sinks) < 2:
-        # A net without dead-end entries and exits (turnarounds everywhere): any edges.
-        sources = sinks = [e for e in graph.nodes if graph.degree(e) > 0]
+    # Any road may be a start (a station) or a destination (an incident).
+    sources = [e for e in graph.nodes if graph.out_degree(e) > 0]
+    sinks = [e for e in graph.nodes if graph.in_degree(e) > 0]
     rng = np.random.default_rng(seed)
-    candidates = []
+    candidates: dict[tuple[int, ...], int] = {}
     for _ in range(samples):
         start, end = int(rng.choice(sources)), int(rng.choice(sinks))
         if start == end:
@@ -43,12 +41,11 @@ def crossing_routes(network: Network, count: int, seed: int, samples: int = 400)
             path = nx.shortest_path(graph, start, end, weight="travel_time_s")
         except nx.NetworkXNoPath:
             continue
-        signals = len({turns[pair].signal for pair in zip(path, path[1:]) if pair in turns})
-        candidates.append((signals, tuple(int(e) for e in path)))
+        route = tuple(int(e) for e in path)
+        candidates[route] = len({turns[pair].signal for pair in zip(route, route[1:]) if pair in turns})
     if not candidates:
         raise ValueError(f"{network.path}: found no route through the net for emergency vehicles")
-    candidates.sort(key=lambda c: -c[0])
-    pool = [route for _, route in candidates[:max(3 * count, 1)]]
+    pool = sorted(candidates, key=lambda route: -candidates[route])[:max(3 * count, 1)]
     picks = rng.choice(len(pool), size=count, replace=count > len(pool))
     return [pool[i] for i in picks]
 

@@ -122,6 +122,8 @@ class FieldEngine:
         safety = self.engine.safety
         self.metrics.watch_signals(network.signal_ids, lambda: safety.green_phase, lambda: safety.stage,
                                    lambda: self.stale)
+        if self.engine.preemption is not None:
+            self.metrics.watch_preemption(self.engine.preemption)
 
     # -- time --------------------------------------------------------------
     def now(self, wall_s: float) -> float:

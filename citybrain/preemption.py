@@ -18,8 +18,9 @@ from the vehicle's position along its route at free-flow speed (scaled by how
 much faster than the limit the vehicle has been seen to drive).
 
 Several vehicles at one signal: requests are ranked by priority class, then
-arrival; later requests whose movement is green in the winner's phase are
-served together, the others wait. This module does no I/O: vehicles arrive in
+arrival (a vehicle whose green is already showing keeps it against others of
+its class); requests whose movement is green in the winner's phase are served
+together, the others wait. This module does no I/O: vehicles arrive in
 `DetectorFrame.emergency`, in network indices.
 """
 from __future__ import annotations
@@ -114,6 +115,9 @@ class Preemption:
         signals whose minimum green may be cut (entry towards a vehicle's phase)."""
         now = frame.time_s
         self._update_tracks(frame)
+        # A vehicle whose green is showing keeps it against later requests of the
+        # same priority: taking it away so close to its arrival would stop both.
+        dwelling = {signal: vehicle for signal, vehicle in self.serving.items() if self.state[signal] == DWELL}
         self.state[:] = IDLE
         self.cut_min_green[:] = False
         self.serving.clear()
@@ -156,7 +160,8 @@ class Preemption:
             wanted.append((track.vehicle.priority, eta, vehicle_id, turn, lead_s))
         winner: dict[int, int] = {}
         served = []
-        for _, eta, vehicle_id, turn, lead_s in sorted(wanted, key=lambda w: (w[0], w[1], w[2])):
+        ranked = sorted(wanted, key=lambda w: (w[0], dwelling.get(w[3].signal) != w[2], w[1], w[2]))
+        for _, eta, vehicle_id, turn, lead_s in ranked:
             phase = winner.get(turn.signal)
             if phase is None:
                 winner[turn.signal] = phase = turn.phase

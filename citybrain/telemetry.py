@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .protocol import REJECT_REASONS
 
@@ -56,6 +56,34 @@ class EngineMetrics:
                       stage: Callable[[], np.ndarray], stale: Callable[[], np.ndarray]) -> None:
         """Expose per-signal phase and stage, and the stale count, read at scrape time."""
         self.registry.register(_SignalCollector(signal_ids, phase, stage, stale))
+
+
+    def watch_preemption(self, preemption) -> None:
+        """Expose emergency preemption (a `citybrain.preemption.Preemption`), read at scrape time."""
+        self.registry.register(_PreemptionCollector(preemption))
+
+
+class _PreemptionCollector:
+    def __init__(self, preemption):
+        self.preemption = preemption
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        preemption = self.preemption
+        yield GaugeMetricFamily("citybrain_emergency_vehicles", "Emergency vehicles being tracked",
+                                value=len(preemption.tracks))
+        yield GaugeMetricFamily("citybrain_preempted_signals",
+                                "Signals in preemption entry or dwell for an emergency vehicle",
+                                value=float(np.count_nonzero(preemption.state)))
+        counts = preemption.counts
+        for name, value, text in (
+                ("entries", counts.entries, "Signals that entered preemption for a vehicle"),
+                ("timeouts", counts.timeouts, "Preemptions released at their maximum presence time"),
+                ("conflicts", counts.conflicts, "Signal-periods where a request waited for a conflicting one"),
+                ("unroutable", counts.unroutable, "Sightings with neither a usable route nor destination")):
+            yield CounterMetricFamily(f"citybrain_preemption_{name}", text, value=value)
 
 
 class _SignalCollector:

@@ -64,7 +64,7 @@ class EmergencySpec:
 
 EMERGENCY = {
     "grid10x10-ev": EmergencySpec("grid10x10", count=12, seed=1),
-    "grid3x3-ev": EmergencySpec("grid3x3-short", count=2, seed=1, departs=(0.1, 0.3)),
+    "grid3x3-ev": EmergencySpec("grid3x3-short", count=2, seed=1, departs=(0.1, 0.5)),
 }
 
 

@@ -200,3 +200,16 @@ def test_emergency_sightings_expire(net):
     for t in range(2, int(PreemptionConfig().drop_after_s) + 2):
         feed.frame(float(t))
     assert not field.sightings and not field.engine.preemption.tracks
+
+
+def test_preemption_shows_in_metrics(net):
+    field = make_field(net)
+    feed = Feed(field, net)
+    feed.frame(0.0)
+    feed.send(p.CameraMessage(feed.next(), 1.0, None, None, None, (sighting(),)))
+    feed.frame(1.0)
+    value = field.metrics.registry.get_sample_value
+    assert value("citybrain_emergency_vehicles") == 1
+    assert value("citybrain_preempted_signals") >= 1
+    assert value("citybrain_preemption_entries_total") >= 1
+    assert value("citybrain_preemption_timeouts_total") == 0

@@ -269,3 +269,23 @@ def test_a_nearer_vehicle_is_not_overtaken_by_one_whose_signal_entered_first(net
     preemption = drive.engine.preemption
     status = {r.vehicle_id: r.status for r in preemption.requests if r.signal == middle}
     assert preemption.serving.get(middle) == "down" and status["across"] == WAITING
+
+
+def test_a_vehicle_whose_green_shows_keeps_it_against_its_own_class(net):
+    across, down = edges(net, WEST_EAST), edges(net, NORTH_SOUTH)
+    middle = net.signal_ids.index("B1")
+    _, across_phase, to_middle = stop_lines(net, across)[1]
+    _, _, to_middle_down = stop_lines(net, down)[1]
+
+    def newcomer_gets_it(priority):
+        drive = Drive(net, start_phase=lambda s: across_phase if s == middle else 0)
+        preemption = drive.engine.preemption
+        drive.step([vehicle_at(net, "across", across, to_middle - 60.0, 13.89, 2, drive.time_s)])
+        drive.step([vehicle_at(net, "across", across, to_middle - 46.0, 13.89, 2, drive.time_s)])
+        assert preemption.serving[middle] == "across" and preemption.state[middle] == DWELL
+        drive.step([vehicle_at(net, "across", across, to_middle - 32.0, 13.89, 2, drive.time_s),
+                    vehicle_at(net, "down", down, to_middle_down - 20.0, 13.89, priority, drive.time_s)])
+        return preemption.serving[middle] == "down"
+
+    assert not newcomer_gets_it(priority=2)   # same class, arriving first: waits
+    assert newcomer_gets_it(priority=1)       # more urgent: takes the signal
