@@ -28,9 +28,12 @@ EMERGENCY_TYPE = "citybrain_emergency"
 def crossing_routes(network: Network, count: int, seed: int, samples: int = 400) -> list[tuple[int, ...]]:
     """`count` routes (edge indices) through many signals, drawn reproducibly."""
     graph, turns = network.graph, signal_turns(network)
-    # Any road may be a start (a station) or a destination (an incident).
+    # Any road may be a start (a station) or a destination (an incident), but a
+    # trip must not end in the queue before a signal it never crosses (SUMO
+    # vehicles arrive at the end of their last edge), where no preemption helps.
+    into_signal = {edge for edge, _ in turns}
     sources = [e for e in graph.nodes if graph.out_degree(e) > 0]
-    sinks = [e for e in graph.nodes if graph.in_degree(e) > 0]
+    sinks = [e for e in graph.nodes if graph.in_degree(e) > 0 and e not in into_signal]
     rng = np.random.default_rng(seed)
     candidates: dict[tuple[int, ...], int] = {}
     for _ in range(samples):

@@ -6,9 +6,10 @@ from .conftest import ROOT
 
 
 def test_generator_reproduces_committed_small_grid(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "networks" / "generate.py"), "grid3x3-short", "--out", str(tmp_path)],
-                   check=True, capture_output=True)
-    for relative in ("networks/grid3x3/grid3x3.net.xml", "scenarios/grid3x3-short/grid3x3-short.rou.xml"):
+    subprocess.run([sys.executable, str(ROOT / "networks" / "generate.py"), "grid3x3-short", "grid3x3-ev",
+                    "--out", str(tmp_path)], check=True, capture_output=True)
+    for relative in ("networks/grid3x3/grid3x3.net.xml", "scenarios/grid3x3-short/grid3x3-short.rou.xml",
+                     "scenarios/grid3x3-ev/grid3x3-ev.sumocfg", "scenarios/grid3x3-ev/emergency.rou.xml"):
         assert (tmp_path / relative).read_bytes() == (ROOT / relative).read_bytes(), relative
 
 
