@@ -23,6 +23,9 @@ from .scenario import load_scenario
 __all__ = ["add_emergency_vehicles", "crossing_routes"]
 
 EMERGENCY_TYPE = "citybrain_emergency"
+# Free-flow time from a route's start to its first signal: time for any signal
+# to end a conflicting green and clear it (2 s + yellow + all-red) with margin.
+MIN_RUN_UP_S = 12.0
 
 
 def crossing_routes(network: Network, count: int, seed: int, samples: int = 400) -> list[tuple[int, ...]]:
@@ -30,10 +33,12 @@ def crossing_routes(network: Network, count: int, seed: int, samples: int = 400)
     graph, turns = network.graph, signal_turns(network)
     # Any road may be a start (a station) or a destination (an incident), but a
     # trip must not end in the queue before a signal it never crosses (SUMO
-    # vehicles arrive at the end of their last edge), where no preemption helps.
+    # vehicles arrive at the end of their last edge), nor start so close to its
+    # first signal that no controller could clear it in time.
     into_signal = {edge for edge, _ in turns}
     sources = [e for e in graph.nodes if graph.out_degree(e) > 0]
     sinks = [e for e in graph.nodes if graph.in_degree(e) > 0 and e not in into_signal]
+    free_flow_s = network.edge_length_m / np.maximum(network.edge_speed_mps, 0.1)
     rng = np.random.default_rng(seed)
     candidates: dict[tuple[int, ...], int] = {}
     for _ in range(samples):
@@ -45,6 +50,9 @@ def crossing_routes(network: Network, count: int, seed: int, samples: int = 400)
         except nx.NetworkXNoPath:
             continue
         route = tuple(int(e) for e in path)
+        first = next((k for k, pair in enumerate(zip(route, route[1:])) if pair in turns), None)
+        if first is not None and free_flow_s[list(route[:first + 1])].sum() < MIN_RUN_UP_S:
+            continue
         candidates[route] = len({turns[pair].signal for pair in zip(route, route[1:]) if pair in turns})
     if not candidates:
         raise ValueError(f"{network.path}: found no route through the net for emergency vehicles")

@@ -35,7 +35,7 @@ from . import kernels as compiled_kernels
 from .config import PreemptionConfig, SignalTiming
 from .controllers import SignalView
 from .frame import DetectorFrame, EmergencyVehicle
-from .kernels import STAGE_GREEN
+from .kernels import KEEP, STAGE_GREEN
 from .network import Network
 
 __all__ = ["Preemption", "PreemptionCounts", "PreemptionRequest", "signal_turns", "IDLE", "ENTRY", "DWELL",
@@ -81,6 +81,20 @@ class _Track:
     speed_ratio: float = 1.0                # fastest seen speed / limit, at least 1
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A signal ahead of a vehicle, this period."""
+
+    track: _Track
+    key: tuple[int, int]        # (from edge, to edge) of its turn
+    turn: _Turn
+    arrival_s: float
+
+    @property
+    def vehicle_id(self) -> str:
+        return self.track.vehicle.vehicle_id
+
+
 @dataclass
 class PreemptionCounts:
     entries: int = 0            # signals that began preemption for a vehicle
@@ -113,7 +127,6 @@ class Preemption:
     def plan(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> np.ndarray:
         """Overwrite `requested` at signals preempted this period; returns the mask of
         signals whose minimum green may be cut (entry towards a vehicle's phase)."""
-        now = frame.time_s
         self._update_tracks(frame)
         # A vehicle whose green is showing keeps it against later requests of the
         # same priority: taking it away so close to its arrival would stop both.
@@ -122,59 +135,16 @@ class Preemption:
         self.cut_min_green[:] = False
         self.serving.clear()
         self.requests = []
-        if not self.tracks:
-            return self.cut_min_green
-        candidates = self._candidates(now)
+        candidates = self._candidates(frame.time_s) if self.tracks else []
         if not candidates:
             return self.cut_min_green
         lead = self._lead_s(candidates, frame, signals)
-        margin = self.config.margin_s + self.timing.control_period_s
-        net, entry_min_green_s = self.network, self.timing.preemption_min_green_s
-        detour_s = entry_min_green_s + net.yellow_s + net.all_red_s
-        due, near, busy = [], [], set()
-        for (track, key, turn, eta), lead_s in zip(candidates, lead.tolist()):
-            due.append(key in track.entered_s or eta <= lead_s + margin)
-            # Close to entry: a switch to another phase now would add a whole
-            # detour (its green, then clearance) to the lead time.
-            near.append(eta <= lead_s + margin + detour_s[turn.signal])
-            if due[-1]:
-                busy.add(turn.signal)
-        wanted, approaching, later = [], {}, []
-        for (track, key, turn, eta), lead_s, is_due, is_near in zip(candidates, lead.tolist(), due, near):
-            vehicle_id = track.vehicle.vehicle_id
-            # A vehicle near a signal another is entering competes for it now, so
-            # the order of service follows priority and arrival, not who entered first.
-            if not (is_due or (is_near and turn.signal in busy)):
-                if is_near:
-                    approaching.setdefault(turn.signal, turn.phase)
-                later.append(PreemptionRequest(vehicle_id, turn.signal, turn.phase, eta, lead_s, IDLE))
-                continue
-            entered = track.entered_s.get(key)
-            if entered is None:
-                track.entered_s[key] = entered = now
-                self.counts.entries += 1
-            if now - entered > self.config.max_presence_s:
-                track.released.add(key)
-                self.counts.timeouts += 1
-                continue
-            wanted.append((track.vehicle.priority, eta, vehicle_id, turn, lead_s))
-        winner: dict[int, int] = {}
-        served = []
-        ranked = sorted(wanted, key=lambda w: (w[0], dwelling.get(w[3].signal) != w[2], w[1], w[2]))
-        for _, eta, vehicle_id, turn, lead_s in ranked:
-            phase = winner.get(turn.signal)
-            if phase is None:
-                winner[turn.signal] = phase = turn.phase
-                self.serving[turn.signal] = vehicle_id
-            elif phase not in turn.served_by:
-                self.counts.conflicts += 1
-                served.append(PreemptionRequest(vehicle_id, turn.signal, turn.phase, eta, lead_s, WAITING))
-                continue
-            served.append(PreemptionRequest(vehicle_id, turn.signal, phase, eta, lead_s, ENTRY))
+        active, approaching, later = self._admit(candidates, lead, frame.time_s)
+        winners, served = self._rank(active, dwelling)
         for signal, phase in approaching.items():
-            if signal not in winner and requested[signal] >= 0 and requested[signal] != phase:
-                requested[signal] = -1  # keep the present green until the vehicle's entry
-        for signal, phase in winner.items():
+            if signal not in winners and requested[signal] >= 0 and requested[signal] != phase:
+                requested[signal] = KEEP  # hold the present green until the vehicle's entry
+        for signal, phase in winners.items():
             requested[signal] = phase
             showing = signals.stage[signal] == STAGE_GREEN and signals.green_phase[signal] == phase
             self.state[signal] = DWELL if showing else ENTRY
@@ -182,6 +152,60 @@ class Preemption:
         self.requests = [r if r.status != ENTRY else replace(r, status=int(self.state[r.signal]))
                          for r in served] + later
         return self.cut_min_green
+
+    def _admit(self, candidates: list[_Candidate], lead: np.ndarray, now: float):
+        """Which requests are active this period: those within their lead time (or
+        entered before, until max presence), and those near a signal another
+        vehicle is entering, so that service follows priority and arrival rather
+        than who entered first. Near ones left out hold their signal's green."""
+        margin_s = self.config.margin_s + self.timing.control_period_s
+        # Within this of its lead time, a switch to another phase would add a whole
+        # detour (that phase's green, then clearance) to a request's lead.
+        detour_s = self.timing.preemption_min_green_s + self.network.yellow_s + self.network.all_red_s
+        due = [c.key in c.track.entered_s or c.arrival_s <= lead_s + margin_s
+               for c, lead_s in zip(candidates, lead.tolist())]
+        near = [c.arrival_s <= lead_s + margin_s + detour_s[c.turn.signal]
+                for c, lead_s in zip(candidates, lead.tolist())]
+        busy = {c.turn.signal for c, is_due in zip(candidates, due) if is_due}
+        active, approaching, later = [], {}, []
+        for c, lead_s, is_due, is_near in zip(candidates, lead.tolist(), due, near):
+            if not (is_due or (is_near and c.turn.signal in busy)):
+                if is_near:
+                    approaching.setdefault(c.turn.signal, c.turn.phase)
+                later.append(PreemptionRequest(c.vehicle_id, c.turn.signal, c.turn.phase, c.arrival_s, lead_s, IDLE))
+                continue
+            if c.key not in c.track.entered_s:
+                c.track.entered_s[c.key] = now
+                self.counts.entries += 1
+            entered = c.track.entered_s[c.key]
+            if now - entered > self.config.max_presence_s:
+                c.track.released.add(c.key)
+                self.counts.timeouts += 1
+                continue
+            active.append((c, lead_s))
+        return active, approaching, later
+
+    def _rank(self, active, dwelling: dict[int, str]) -> tuple[dict[int, int], list[PreemptionRequest]]:
+        """Per signal, the winning phase: by priority class, the vehicle already in
+        dwell, then arrival; requests its phase serves ride along, the rest wait."""
+        winners: dict[int, int] = {}
+        served = []
+
+        def rank(item):
+            c = item[0]
+            return c.track.vehicle.priority, dwelling.get(c.turn.signal) != c.vehicle_id, c.arrival_s, c.vehicle_id
+
+        for c, lead_s in sorted(active, key=rank):
+            signal, phase = c.turn.signal, winners.get(c.turn.signal)
+            status = ENTRY
+            if phase is None:
+                winners[signal] = phase = c.turn.phase
+                self.serving[signal] = c.vehicle_id
+            elif phase not in c.turn.served_by:
+                self.counts.conflicts += 1
+                phase, status = c.turn.phase, WAITING
+            served.append(PreemptionRequest(c.vehicle_id, signal, phase, c.arrival_s, lead_s, status))
+        return winners, served
 
     # -- tracks --------------------------------------------------------------
     def _update_tracks(self, frame: DetectorFrame) -> None:
@@ -244,7 +268,7 @@ class Preemption:
         return tuple(int(e) for e in path)
 
     # -- requests ------------------------------------------------------------
-    def _candidates(self, now: float) -> list[tuple[_Track, tuple[int, int], _Turn, float]]:
+    def _candidates(self, now: float) -> list[_Candidate]:
         """(track, turn key, turn, estimated arrival s) for every signal ahead of
         every vehicle within the horizon, or already preempted for it."""
         out = []
@@ -268,12 +292,12 @@ class Preemption:
                 eta = max((to_end_s + track.time_to_end_s[k]) / track.speed_ratio - elapsed_s, 0.0)
                 if eta > self.config.horizon_s and key not in track.entered_s:
                     break
-                out.append((track, key, turn, eta))
+                out.append(_Candidate(track, key, turn, eta))
         return out
 
-    def _lead_s(self, candidates, frame: DetectorFrame, signals: SignalView) -> np.ndarray:
+    def _lead_s(self, candidates: list[_Candidate], frame: DetectorFrame, signals: SignalView) -> np.ndarray:
         net, config = self.network, self.config
-        turns = [turn for _, _, turn, _ in candidates]
+        turns = [c.turn for c in candidates]
         lane_ptr = np.concatenate(([0], np.cumsum([len(t.lanes) for t in turns]))).astype(np.int64)
         lead = np.zeros(len(turns))
         self.kernels.preemption_lead_s(
