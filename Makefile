@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench networks berlin clean
+.PHONY: setup demo test bench networks berlin emergency clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,16 @@ networks: $(STAMP)
 berlin: $(STAMP)
 	$(PY) networks/generate.py berlin
 	$(VENV)/bin/citybrain compare scenarios/berlin --json results/berlin.json
+
+# Emergency variants of RESCO city maps (they reference ../shared, nothing is copied),
+# then citybrain with and without preemption on them and on grid10x10-ev.
+RESCO := ../shared/networks/resco
+EV_MAPS := cologne3 cologne8 ingolstadt21
+emergency: $(STAMP)
+	for map in $(EV_MAPS); do \
+	  $(VENV)/bin/citybrain add-emergency $(RESCO)/$$map --out results/scenarios/$$map-ev || exit 1; done
+	$(VENV)/bin/citybrain bench emergency --scenario scenarios/grid10x10-ev \
+	  $(foreach map,$(EV_MAPS),--scenario results/scenarios/$(map)-ev) --json results/bench/emergency.json
 
 clean:
 	rm -rf $(VENV) results

@@ -2,9 +2,9 @@
 `.sumocfg` names the original net and demand where they are (nothing is
 copied) plus `emergency.rou.xml`.
 
-Routes are drawn, with a fixed seed, among the fastest routes between random
-roads of the net (a station, an incident), preferring those through the most
-signals: an ambulance crossing the city. The vehicles have vClass
+Routes are drawn, with a fixed seed, among the fastest routes without U-turns
+between random roads of the net (a station, an incident), preferring those
+through the most signals: an ambulance crossing the city. The vehicles have vClass
 "emergency" but no bluelight device, so they cannot run red lights: whatever
 green they get comes from the signal control alone.
 """
@@ -46,7 +46,7 @@ def crossing_routes(network: Network, count: int, seed: int, samples: int = 400)
         if start == end:
             continue
         try:
-            path = nx.shortest_path(graph, start, end, weight="travel_time_s")
+            path = nx.shortest_path(graph, start, end, weight=_no_turnarounds)
         except nx.NetworkXNoPath:
             continue
         route = tuple(int(e) for e in path)
@@ -59,6 +59,11 @@ def crossing_routes(network: Network, count: int, seed: int, samples: int = 400)
     pool = sorted(candidates, key=lambda route: -candidates[route])[:max(3 * count, 1)]
     picks = rng.choice(len(pool), size=count, replace=count > len(pool))
     return [pool[i] for i in picks]
+
+
+def _no_turnarounds(u: int, v: int, data: dict) -> float | None:
+    """Routes without U-turns: an ambulance does not wait for a gap to turn around."""
+    return None if data["turnaround"] else data["travel_time_s"]
 
 
 def add_emergency_vehicles(scenario_path: str | Path, out: str | Path, count: int = 10, seed: int = 1,

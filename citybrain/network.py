@@ -32,7 +32,7 @@ from .sumo_home import ensure_sumo_home
 __all__ = ["Network", "NetworkError", "load_network", "COMPILED_FORMAT"]
 
 # Bumped whenever `Network` gains or changes a field, so pickled copies are rebuilt.
-COMPILED_FORMAT = 2
+COMPILED_FORMAT = 3
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -109,7 +109,8 @@ class Network:
 
     # Routing graph over edge indices: an arc u -> v where a lane of u open to
     # emergency vehicles connects to a lane of v, weighted by v's free-flow
-    # travel time ("travel_time_s"). A path of nodes is a SUMO route.
+    # travel time ("travel_time_s"); "turnaround" marks U-turns, which SUMO
+    # vehicles make only when all other traffic lets them. A path of nodes is a SUMO route.
     graph: nx.DiGraph = field(repr=False, compare=False)
 
     @property
@@ -436,10 +437,11 @@ def _routing_graph(edges, edge_index: dict[str, int]) -> nx.DiGraph:
         u = edge_index[edge.getID()]
         for target, connections in edge.getOutgoing().items():
             v = edge_index.get(target.getID())
-            if v is None or not any(c.getFromLane().allows(_EMERGENCY) and c.getToLane().allows(_EMERGENCY)
-                                    for c in connections):
+            usable = [c for c in connections if c.getFromLane().allows(_EMERGENCY) and c.getToLane().allows(_EMERGENCY)]
+            if v is None or not usable:
                 continue
-            graph.add_edge(u, v, travel_time_s=target.getLength() / max(target.getSpeed(), 0.1))
+            graph.add_edge(u, v, travel_time_s=target.getLength() / max(target.getSpeed(), 0.1),
+                           turnaround=all(c.getDirection() == "t" for c in usable))
     return graph
 
 

@@ -255,14 +255,23 @@ class Preemption:
 
     def _route_to(self, edge: int, destination: int, frame: DetectorFrame) -> tuple[int, ...]:
         """Fastest route under current conditions: free-flow time plus the time to
-        discharge each edge's standing queue."""
+        discharge each edge's standing queue; no U-turn unless there is no other way."""
         net = self.network
-        queued = np.bincount(net.lane_edge, weights=frame.halting, minlength=len(net.edge_ids))
+        on_road = net.lane_edge >= 0
+        queued = np.bincount(net.lane_edge[on_road], weights=frame.halting[on_road], minlength=len(net.edge_ids))
         self._edge_queue_s[:] = self.config.queue_headway_s * queued / np.maximum(net.edge_n_lanes, 1)
         delay = self._edge_queue_s
+
+        def cost(u: int, v: int, data: dict) -> float | None:
+            return None if data["turnaround"] else data["travel_time_s"] + delay[v]
+
         try:
-            path = nx.shortest_path(net.graph, edge, destination,
-                                    weight=lambda u, v, data: data["travel_time_s"] + delay[v])
+            # U-turns only where nothing else leads there: in traffic they wait for a gap.
+            try:
+                path = nx.shortest_path(net.graph, edge, destination, weight=cost)
+            except nx.NetworkXNoPath:
+                path = nx.shortest_path(net.graph, edge, destination,
+                                        weight=lambda u, v, data: data["travel_time_s"] + delay[v])
         except (nx.NetworkXNoPath, nx.NodeNotFound):
             return ()
         return tuple(int(e) for e in path)
