@@ -316,48 +316,70 @@ def preemption_planning(route_signals: int = 30, repeat: int = 2000, cache: Path
     return result
 
 
-def emergency(configs: dict[str, Path], seed: int = 42, workers: int | None = None, end_s: float | None = None,
+def emergency(configs: dict[str, Path], seeds: tuple[int, ...] = (42,), workers: int | None = None,
+              end_s: float | None = None,
               progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
-    """The citybrain controller on each emergency scenario, with and without preemption."""
-    jobs, total_s = [], 0.0
-    for config in configs.values():
+    """The citybrain controller on each emergency scenario and seed, with and
+    without preemption; figures are means over seeds (runs in `runs`)."""
+    jobs, keys, total_s = [], [], 0.0
+    for name, config in configs.items():
         begin, end = load_scenario(config).window(None, end_s)
-        for enabled in (False, True):
-            jobs.append((str(config), "citybrain",
-                         RunOptions(seed=seed, end_s=end, preemption=PreemptionConfig(enabled=enabled))))
-            total_s += end - begin
+        for seed in seeds:
+            for label in ("off", "on"):
+                options = RunOptions(seed=seed, end_s=end, preemption=PreemptionConfig(enabled=label == "on"))
+                jobs.append((str(config), "citybrain", options))
+                keys.append((name, label))
+                total_s += end - begin
     results = simulate_in_processes(jobs, workers, progress(total_s) if progress else None)
-    keys = ("ev_count", "ev_mean_delay_s", "ev_mean_stops", "mean_delay_s", "safety_violations", "emergency_braking",
-            "teleports")
+    fields = ("ev_count", "ev_mean_delay_s", "ev_mean_stops", "mean_delay_s", "safety_violations",
+              "emergency_braking", "teleports")
+    runs: dict[str, dict[str, list[dict]]] = {name: {"off": [], "on": []} for name in configs}
+    for (name, label), (_, _, options), r in zip(keys, jobs, results):
+        runs[name][label].append({"seed": options.seed, **{k: r[k] for k in fields},
+                                  "signals_passed": r["emergency"]["signals_passed"],
+                                  "not_green": r["emergency"]["not_green"],
+                                  "preemption": r["emergency"]["preemption"]})
     summary = {}
-    for i, name in enumerate(configs):
-        off, on = results[2 * i], results[2 * i + 1]
-        summary[name] = {label: {**{k: r[k] for k in keys}, "signals_passed": r["emergency"]["signals_passed"],
-                                 "not_green": r["emergency"]["not_green"], "preemption": r["emergency"]["preemption"]}
-                         for label, r in (("off", off), ("on", on))}
-    return {"seed": seed, "scenarios": summary, "machine": _machine()}
+    for name, by_label in runs.items():
+        summary[name] = {}
+        for label, per_seed in by_label.items():
+            summary[name][label] = {
+                "ev_count": per_seed[0]["ev_count"],
+                **{k: _mean([r[k] for r in per_seed]) for k in ("ev_mean_delay_s", "ev_mean_stops", "mean_delay_s")},
+                **{k: sum(r[k] for r in per_seed) for k in ("safety_violations", "emergency_braking", "teleports",
+                                                              "signals_passed", "not_green")},
+            }
+    return {"seeds": list(seeds), "scenarios": summary, "runs": runs, "machine": _machine()}
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.mean(values)), 2) if values else None
 
 
 def emergency_markdown(report: dict) -> str:
     def change(off, on) -> str:
         return "–" if not off or on is None else f"{100 * (on - off) / off:+.1f}%"
 
-    lines = [f"citybrain with and without emergency preemption (SUMO seed {report['seed']}). EV: emergency "
-             "vehicles (no bluelight device); others: every other vehicle; not green: signal passes where the "
-             "EV's link was not green within its stopping distance.", "",
+    def fmt(value, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    seeds = report["seeds"]
+    lines = [f"citybrain with and without emergency preemption, mean over SUMO seeds {', '.join(map(str, seeds))}. "
+             "EV: emergency vehicles (no bluelight device); others: every other vehicle; not green: signal "
+             "passes where the EV's link was not green within its stopping distance; counts summed over seeds.", "",
              "| scenario | EVs | EV delay s, off → on | change | EV stops, off → on | not green, off → on "
-             "| others' delay s, off → on | change | violations | emergency braking |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| others' delay s, off → on | change | teleports, off → on | violations | emergency braking |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in report["scenarios"].items():
         off, on = runs["off"], runs["on"]
-        fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
         lines.append(
             f"| {name} | {on['ev_count']} | {fmt(off['ev_mean_delay_s'], '.1f')} → {fmt(on['ev_mean_delay_s'], '.1f')}"
             f" | {change(off['ev_mean_delay_s'], on['ev_mean_delay_s'])}"
             f" | {fmt(off['ev_mean_stops'], '.2f')} → {fmt(on['ev_mean_stops'], '.2f')}"
             f" | {off['not_green']}/{off['signals_passed']} → {on['not_green']}/{on['signals_passed']}"
             f" | {off['mean_delay_s']:.1f} → {on['mean_delay_s']:.1f} | {change(off['mean_delay_s'], on['mean_delay_s'])}"
-            f" | {off['safety_violations'] + on['safety_violations']}"
+            f" | {off['teleports']} → {on['teleports']} | {off['safety_violations'] + on['safety_violations']}"
             f" | {off['emergency_braking']} → {on['emergency_braking']} |")
     return "\n".join(lines) + "\n"
 

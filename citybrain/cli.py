@@ -212,8 +212,9 @@ def _bench_emergency(args, bench, cache: Path) -> dict:
     paths = args.scenario if args.scenario is not None else ["scenarios/grid10x10-ev"]
     configs = {load_scenario(path).name: Path(path) for path in paths}
     if configs:
-        outcome = bench.emergency(configs, args.seed, args.workers, args.end,
-                                  _progress_bar(f"{len(configs)} scenarios, preemption off and on"))
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+        outcome = bench.emergency(configs, seeds, args.workers, args.end,
+                                  _progress_bar(f"{len(configs)} scenarios x {len(seeds)} seeds, preemption off and on"))
         table = bench.emergency_markdown(outcome)
         print(table)
         out = Path(args.out)
@@ -322,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="emergency scenarios to run (repeatable; default scenarios/grid10x10-ev)")
     emg.add_argument("--route-signals", type=int, default=30, help="signals on the planned route (default 30)")
     emg.add_argument("--repeat", type=int, default=2000, help="timed planning periods (default 2000)")
-    emg.add_argument("--seed", type=int, default=42, help="SUMO seed (default 42)")
+    emg.add_argument("--seeds", default="42,43,44", help="comma-separated SUMO seeds (default 42,43,44)")
     emg.add_argument("--end", type=float, help="end time, s (default: each scenario's)")
     emg.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
     emg.add_argument("--out", default="results/bench", help="folder for emergency.md")

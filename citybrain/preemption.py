@@ -78,6 +78,8 @@ class _Track:
     stops: list[tuple[int, _Turn]] = field(default_factory=list)            # (k, turn) for route[k] -> route[k+1]
     entered_s: dict[tuple[int, int], float] = field(default_factory=dict)   # (from edge, to edge) -> entry time
     released: set[tuple[int, int]] = field(default_factory=set)             # timed out: not requested again
+    suspended: dict[tuple[int, int], float] = field(default_factory=dict)   # stalled: not requested until then
+    moved_s: float = -np.inf                # when the vehicle was last seen making progress
     speed_ratio: float = 1.0                # fastest seen speed / limit, at least 1
 
 
@@ -99,12 +101,13 @@ class _Candidate:
 class PreemptionCounts:
     entries: int = 0            # signals that began preemption for a vehicle
     timeouts: int = 0           # held past max presence and released
+    stalls: int = 0             # held green released because the vehicle made no progress under it
     unroutable: int = 0         # sightings with neither a usable route nor destination
     conflicts: int = 0          # (signal, step) pairs where a request waited for a conflicting one
 
     def as_dict(self) -> dict:
-        return {"entries": self.entries, "timeouts": self.timeouts, "unroutable": self.unroutable,
-                "conflicts": self.conflicts}
+        return {"entries": self.entries, "timeouts": self.timeouts, "stalls": self.stalls,
+                "unroutable": self.unroutable, "conflicts": self.conflicts}
 
 
 class Preemption:
@@ -139,7 +142,7 @@ class Preemption:
         if not candidates:
             return self.cut_min_green
         lead = self._lead_s(candidates, frame, signals)
-        active, approaching, later = self._admit(candidates, lead, frame.time_s)
+        active, approaching, later = self._admit(candidates, lead, frame.time_s, dwelling)
         winners, served = self._rank(active, dwelling)
         for signal, phase in approaching.items():
             if signal not in winners and requested[signal] >= 0 and requested[signal] != phase:
@@ -153,7 +156,7 @@ class Preemption:
                          for r in served] + later
         return self.cut_min_green
 
-    def _admit(self, candidates: list[_Candidate], lead: np.ndarray, now: float):
+    def _admit(self, candidates: list[_Candidate], lead: np.ndarray, now: float, dwelling: dict[int, str]):
         """Which requests are active this period: those within their lead time (or
         entered before, until max presence), and those near a signal another
         vehicle is entering, so that service follows priority and arrival rather
@@ -168,7 +171,16 @@ class Preemption:
                 for c, lead_s in zip(candidates, lead.tolist())]
         busy = {c.turn.signal for c, is_due in zip(candidates, due) if is_due}
         active, approaching, later = [], {}, []
+        stall_s = self.config.stall_after_s
         for c, lead_s, is_due, is_near in zip(candidates, lead.tolist(), due, near):
+            if (dwelling.get(c.turn.signal) == c.vehicle_id and now - c.track.moved_s > stall_s
+                    and now - c.track.entered_s.get(c.key, now) > stall_s):
+                # Its green shows but nothing moves (blocked downstream): holding it only
+                # starves the cross streets that could unblock it. Let adaptive control run.
+                c.track.suspended[c.key] = now + self.config.stall_release_s
+                del c.track.entered_s[c.key]
+                self.counts.stalls += 1
+                continue
             if not (is_due or (is_near and c.turn.signal in busy)):
                 if is_near:
                     approaching.setdefault(c.turn.signal, c.turn.phase)
@@ -212,9 +224,13 @@ class Preemption:
         for vehicle in frame.emergency:
             track = self.tracks.get(vehicle.vehicle_id)
             if track is None:
-                track = self.tracks[vehicle.vehicle_id] = _Track(vehicle)
+                track = self.tracks[vehicle.vehicle_id] = _Track(vehicle, moved_s=vehicle.seen_s)
             elif vehicle.seen_s < track.vehicle.seen_s:
                 continue  # an older report than the one we have
+            previous = track.vehicle
+            if (vehicle.speed_mps >= 1.0 or vehicle.edge != previous.edge
+                    or abs(vehicle.position_m - previous.position_m) >= 1.0):
+                track.moved_s = vehicle.seen_s
             track.vehicle = vehicle
             limit = self.network.edge_speed_mps[vehicle.edge]
             track.speed_ratio = max(track.speed_ratio, vehicle.speed_mps / max(limit, 0.1))
@@ -296,7 +312,7 @@ class Preemption:
                 if k < k0:
                     continue
                 key = (track.route[k], track.route[k + 1])
-                if key in track.released:
+                if key in track.released or track.suspended.get(key, -np.inf) > now:
                     continue
                 eta = max((to_end_s + track.time_to_end_s[k]) / track.speed_ratio - elapsed_s, 0.0)
                 if eta > self.config.horizon_s and key not in track.entered_s:

@@ -40,3 +40,16 @@ def test_bench_scenarios(tmp_path):
     assert len(result["delay_by_seed"]) == 2 and result["safety_violations"] == 0
     assert "| grid3x3-short |" in stdout
     assert (out / "scenarios.md").exists() and (out / "scenarios.png").stat().st_size > 1000
+
+
+def test_bench_emergency(tmp_path):
+    out = tmp_path / "out"
+    scenario = SHORT.parent / "grid3x3-ev"
+    report, stdout = run_bench(tmp_path, "emergency", "--route-signals", "6", "--repeat", "300",
+                               "--scenario", str(scenario), "--seeds", "1", "--out", str(out))
+    planning = report["planning"]
+    assert planning["route_signals"] >= 6 and 0 < planning["p50_us"] <= planning["p99_us"]
+    runs = report["scenarios"]["grid3x3-ev"]
+    assert runs["on"]["ev_count"] == 2 and runs["off"]["ev_count"] == 2
+    assert runs["on"]["not_green"] < runs["off"]["not_green"]
+    assert "| grid3x3-ev |" in stdout and (out / "emergency.md").exists()
