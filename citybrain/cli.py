@@ -67,7 +67,7 @@ def _progress_bar(description: str):
 def _options(args) -> RunOptions:
     preemption = PreemptionConfig(enabled=not getattr(args, "no_preemption", False))
     return RunOptions(backend=args.backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
-                      preemption=preemption)
+                      preemption=preemption, pace=getattr(args, "pace", None))
 
 
 def _write_json(report: dict, path: str | None) -> None:
@@ -78,12 +78,34 @@ def _write_json(report: dict, path: str | None) -> None:
         print(f"wrote {out}", file=sys.stderr)
 
 
+class _Dashboard:
+    """`--dashboard PORT`: the live view and its web server for one command's run."""
+
+    def __init__(self, args, network, title: str):
+        self.live = self.server = None
+        if args.dashboard is None:
+            return
+        from .dashboard import DashboardServer
+        from .live import LiveView
+        self.live = LiveView(network)
+        self.server = DashboardServer(self.live, args.dashboard_address, args.dashboard, title)
+        print(f"citybrain: dashboard {self.server.url}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.server:
+            self.server.close()
+
+
 def _cmd_simulate(args) -> None:
     options = _options(args)
     scenario = load_scenario(args.scenario)
     begin, end = scenario.window(args.begin, args.end)
+    dashboard = _Dashboard(args, load_network(scenario.net_file), f"{scenario.name} / {args.controller}")
     update = _progress_bar(f"{scenario.name}/{args.controller}")(end - begin)
-    result = simulate(args.scenario, args.controller, options, update)
+    try:
+        result = simulate(args.scenario, args.controller, options, update, dashboard.live)
+    finally:
+        dashboard.close()
     report = build_report(scenario, options, {args.controller: result})
     print(format_table(report))
     _write_json(report, args.json)
@@ -107,15 +129,17 @@ def _cmd_serve(args) -> None:
                         max_message_bytes=int(args.max_message_mb * 2**20), max_messages_per_s=args.max_rate)
     options = ServeOptions(bind=args.bind, controller=args.controller, metrics_address=args.metrics_address,
                            metrics_port=None if args.metrics_port < 0 else args.metrics_port, field=field,
-                           preemption=PreemptionConfig(enabled=not args.no_preemption))
+                           preemption=PreemptionConfig(enabled=not args.no_preemption),
+                           dashboard_address=args.dashboard_address, dashboard_port=args.dashboard)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    def ready(endpoint: str, metrics_port: int | None) -> None:
+    def ready(endpoint: str, metrics_port: int | None, dashboard_url: str | None) -> None:
         where = f"http://{args.metrics_address}:{metrics_port}/metrics" if metrics_port is not None else "off"
         print(f"citybrain serve: {network.n_signals} signals, controller {args.controller}, {args.clock} clock, "
-              f"period {args.period:g} s; listening on {endpoint}; metrics {where}", file=sys.stderr, flush=True)
+              f"period {args.period:g} s; listening on {endpoint}; metrics {where}"
+              + (f"; dashboard {dashboard_url}" if dashboard_url else ""), file=sys.stderr, flush=True)
 
     serve(network, options, stop, ready)
     print("citybrain serve: stopped", file=sys.stderr, flush=True)
@@ -134,12 +158,16 @@ def _cmd_gateway(args) -> None:
         raise ValueError("gateway needs a SCENARIO (or --replay PATH)")
     options = _options(args)
     gateway = GatewayOptions(engine_address=args.engine, name=args.name, engine_timeout_s=args.engine_timeout,
-                             connect_timeout_s=args.connect_timeout, pace=args.pace,
+                             connect_timeout_s=args.connect_timeout,
                              record_path=Path(args.record) if args.record else None)
     scenario = load_scenario(args.scenario)
     begin, end = scenario.window(args.begin, args.end)
+    dashboard = _Dashboard(args, load_network(scenario.net_file), f"{scenario.name} / gateway")
     update = _progress_bar(f"{scenario.name}/wire")(end - begin)
-    controller, result = run_gateway(args.scenario, options, gateway, update)
+    try:
+        controller, result = run_gateway(args.scenario, options, gateway, update, dashboard.live)
+    finally:
+        dashboard.close()
     report = build_report(scenario, options, {controller: result})
     print(format_table(report))
     g = result["gateway"]
@@ -240,6 +268,15 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool 
     parser.add_argument("--backend", choices=BACKENDS, default="libsumo",
                         help="libsumo (in-process, fast) or traci (socket) (default libsumo)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    parser.add_argument("--pace", type=float, help="simulated s per wall s (default: as fast as possible)")
+    _add_dashboard_arguments(parser)
+
+
+def _add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dashboard", type=int, metavar="PORT",
+                        help="serve the live dashboard on this port (0 picks a free one; default off)")
+    parser.add_argument("--dashboard-address", default="127.0.0.1",
+                        help="address of the dashboard (default 127.0.0.1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="port of /metrics (default 9100; 0 picks a free one, -1 turns it off)")
     srv.add_argument("--no-preemption", action="store_true",
                      help="ignore emergency-vehicle sightings (no preemption)")
+    _add_dashboard_arguments(srv)
     srv.set_defaults(handler=_cmd_serve)
 
     gw = commands.add_parser("gateway", help="run SUMO as a virtual field behind a gateway to `serve`")
@@ -291,7 +329,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="wall s to wait for a command before running the local plan (default 1)")
     gw.add_argument("--connect-timeout", type=float, default=30.0,
                     help="wall s to wait for the engine at start (default 30)")
-    gw.add_argument("--pace", type=float, help="simulated s per wall s (default: as fast as the engine answers)")
     gw.add_argument("--record", metavar="PATH", help="record every message sent and received to PATH")
     gw.add_argument("--replay", metavar="PATH",
                     help="instead of SUMO, replay a recording to the engine and check its commands match")

@@ -43,6 +43,11 @@ class Engine:
         self.preempting = np.zeros(network.n_signals, dtype=bool)   # stays all False without preemption
         self._started = False
 
+    @property
+    def signals(self) -> SafetyLayer:
+        """What each signal shows, in stage-machine terms."""
+        return self.safety
+
     def step(self, frame: DetectorFrame, fallback: np.ndarray | None = None) -> SignalCommands:
         """Decide one control period. The first call commands every signal.
 

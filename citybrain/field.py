@@ -15,6 +15,7 @@ silent runs its fixed-time plan until they report again.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from types import ModuleType
@@ -27,6 +28,7 @@ from .config import PreemptionConfig, SignalTiming
 from .controllers import Controller
 from .engine import Engine
 from .frame import DetectorFrame, EmergencyVehicle
+from .live import LiveView
 from .network import Network
 from .telemetry import EngineMetrics
 
@@ -112,6 +114,7 @@ class FieldEngine:
         self.signal_lane_ptr, self.signal_lanes = _signal_lanes(network)
         self.stale = np.ones(network.n_signals, dtype=bool)
         self.sightings: dict[str, EmergencyVehicle] = {}
+        self.live: LiveView | None = None      # set to feed the dashboard
         self.sessions: dict[bytes, _Session] = {}
         self.buckets: dict[bytes, _Bucket] = {}
         self.clock_s = -np.inf         # frames clock: latest accepted detector timestamp
@@ -327,8 +330,12 @@ class FieldEngine:
         self.stale = stale_count > 0
         self._expire_sightings(now)
         frame = DetectorFrame(now, self.vehicles, self.halting, self.occupancy, tuple(self.sightings.values()))
+        started = time.perf_counter()
         commands = self.engine.step(frame, self.stale)
+        decided = time.perf_counter() - started
         self.metrics.commands.inc(len(commands.signals))
+        if self.live is not None:
+            self._offer(frame, decided)
         out = []
         safety = self.engine.safety
         for sender, session in self.sessions.items():
@@ -353,6 +360,15 @@ class FieldEngine:
             out.append((sender, p.encode(command)))
         self.metrics.command_messages.inc(len(out))
         return out
+
+    def _offer(self, frame: DetectorFrame, decision_s: float) -> None:
+        engine, preemption = self.engine, self.engine.preemption
+        kpis = {"queued_veh": float(self.halting.sum()), "decision_ms": decision_s * 1e3,
+                "stale_signals": float(np.count_nonzero(self.stale))}
+        self.live.offer(frame.time_s, engine.safety.green_phase, engine.safety.stage, stale=self.stale,
+                        preempt=preemption.state if preemption else None,
+                        serving=preemption.serving if preemption else None,
+                        halting=self.halting, emergency=frame.emergency, kpis=kpis)
 
     def gateways_alive(self, mono_s: float) -> int:
         return sum(mono_s - s.last_seen_wall_s <= self.config.stale_after_s for s in self.sessions.values())

@@ -45,7 +45,6 @@ class GatewayOptions:
     connect_timeout_s: float = 30.0
     hello_interval_s: float = 0.5
     # Simulated seconds per wall second; None runs as fast as the engine answers.
-    pace: float | None = None
     record_path: Path | None = None
 
 
@@ -59,6 +58,8 @@ class WireControl:
                             preemption=PreemptionConfig(enabled=False))
         self.preempting = np.zeros(network.n_signals, dtype=bool)
         self.mirror = self.local.safety          # what the signals show, in stage-machine terms
+        self.signals = self.mirror
+        self.preemption = None                   # runs in the engine; `preempting` comes with its commands
         self.guard = CommandGuard(network)
         self.recorder = open(options.record_path, "wb") if options.record_path else None
         self.seq = 0
@@ -72,7 +73,6 @@ class WireControl:
         self.stats = {"engine_steps": 0, "local_steps": 0, "engine_lost": 0, "engine_restarts": 0,
                       "late_commands": 0, "send_failures": 0, "guard_rejections": 0, "notices": {}}
         self.latencies_s: list[float] = []
-        self._pace_origin: tuple[float, float] | None = None
 
     # -- lifecycle ---------------------------------------------------------
     def connect(self) -> bool:
@@ -104,7 +104,6 @@ class WireControl:
 
     # -- one control period ------------------------------------------------
     def step(self, frame: DetectorFrame) -> SignalCommands:
-        self._pace(frame.time_s)
         self._drain(0.0)
         if not self.welcomed:
             self._hello()
@@ -253,16 +252,6 @@ class WireControl:
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
-
-    def _pace(self, time_s: float) -> None:
-        if not self.options.pace:
-            return
-        if self._pace_origin is None:
-            self._pace_origin = (time_s, time.monotonic())
-        sim0, wall0 = self._pace_origin
-        delay = wall0 + (time_s - sim0) / self.options.pace - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
 
 
 def replay(path: Path, engine_address: str, timeout_s: float = 5.0) -> dict:

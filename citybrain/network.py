@@ -29,7 +29,7 @@ import numpy as np
 from .kernels import STAGE_GREEN, STAGE_YELLOW
 from .sumo_home import ensure_sumo_home
 
-__all__ = ["Network", "NetworkError", "load_network", "COMPILED_FORMAT"]
+__all__ = ["Network", "NetworkError", "load_network", "load_geometry", "COMPILED_FORMAT"]
 
 # Bumped whenever `Network` gains or changes a field, so pickled copies are rebuilt.
 COMPILED_FORMAT = 3
@@ -183,6 +183,27 @@ def load_network(path: str | Path, approach_range_m: float = 150.0) -> Network:
     except (xml.sax.SAXException, ValueError, KeyError, IndexError, AttributeError) as exc:
         raise NetworkError(f"{path}: not a readable SUMO network ({type(exc).__name__}: {exc})") from exc
     return _compile(path, net, approach_range_m)
+
+
+def load_geometry(network: Network) -> dict:
+    """What a map of the network needs, in metres of the net's own coordinates:
+    each edge's centre line (`Network.edge_ids` order, flat [x0, y0, x1, y1, ...]),
+    each signal's position (mean of the junctions it controls) and the bounds."""
+    ensure_sumo_home()
+    import sumolib
+
+    net = sumolib.net.readNet(str(network.path), withPrograms=False, withConnections=True)
+    shapes = []
+    for edge_id in network.edge_ids:
+        shape = net.getEdge(edge_id).getShape()
+        shapes.append([round(coordinate, 1) for point in shape for coordinate in point[:2]])
+    positions = []
+    for signal_id in network.signal_ids:
+        nodes = {c[0].getEdge().getToNode() for c in net.getTLS(signal_id).getConnections()}
+        coords = np.array([node.getCoord()[:2] for node in nodes])
+        positions.append([round(float(v), 1) for v in coords.mean(axis=0)])
+    (xmin, ymin), (xmax, ymax) = net.getBoundary()[:2], net.getBoundary()[2:]
+    return {"edges": shapes, "signals": positions, "bounds": [xmin, ymin, xmax, ymax]}
 
 
 def _compile(path: Path, net, approach_range_m: float) -> Network:

@@ -12,12 +12,14 @@ from typing import Callable, Protocol
 import numpy as np
 
 from .config import ControllerConfig, PreemptionConfig, SignalTiming
-from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS, make_controller
+from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS, SignalView, make_controller
 from .engine import Engine, SignalCommands
 from .frame import DetectorFrame
 from .gateway import GatewayOptions, WireControl
+from .live import LiveView
 from .metrics import read_tripinfo
 from .network import Network, load_network
+from .preemption import Preemption
 from .safety import SafetyMonitor
 from .scenario import Scenario, load_scenario
 from .sumo_adapter import SumoOptions, SumoSimulation, count_emergency_braking
@@ -33,6 +35,8 @@ class Control(Protocol):
     """Who decides the signals: the in-process `Engine`, or `WireControl` (the engine over the wire)."""
 
     preempting: np.ndarray   # signals whose minimum green emergency preemption may cut this period
+    signals: SignalView      # what each signal shows, in stage-machine terms
+    preemption: Preemption | None
 
     def step(self, frame: DetectorFrame) -> SignalCommands: ...
 
@@ -46,11 +50,13 @@ class RunOptions:
     timing: SignalTiming = field(default_factory=SignalTiming)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    pace: float | None = None     # simulated s per wall s; None: as fast as possible
 
 
 def simulate(scenario_path: str | Path, controller_name: str, options: RunOptions = RunOptions(),
-             progress: Progress | None = None) -> dict:
-    """Run one controller over the scenario; returns its metrics as a dict."""
+             progress: Progress | None = None, live: LiveView | None = None) -> dict:
+    """Run one controller over the scenario; returns its metrics as a dict.
+    With `live`, the run's state is offered to it every period (the dashboard)."""
     if controller_name not in CONTROLLER_NAMES:
         raise ValueError(f"unknown controller {controller_name!r}; choose from {', '.join(CONTROLLER_NAMES)}")
     scenario = load_scenario(scenario_path)
@@ -58,11 +64,11 @@ def simulate(scenario_path: str | Path, controller_name: str, options: RunOption
     native = NATIVE_PROGRAMS.get(controller_name)
     engine = None if native else Engine(network, make_controller(controller_name, network, options.controller),
                                         options.timing, preemption=options.preemption)
-    return _run_sumo(scenario, network, engine, native, options, progress)
+    return _run_sumo(scenario, network, engine, native, options, progress, live)
 
 
 def run_gateway(scenario_path: str | Path, options: RunOptions, gateway: GatewayOptions,
-                progress: Progress | None = None) -> tuple[str, dict]:
+                progress: Progress | None = None, live: LiveView | None = None) -> tuple[str, dict]:
     """SUMO as a virtual field behind a gateway: frames go to the engine at
     `gateway.engine_address`, its commands come back. Returns the engine's
     controller name (as it introduced itself) and the same metrics as `simulate`,
@@ -72,7 +78,7 @@ def run_gateway(scenario_path: str | Path, options: RunOptions, gateway: Gateway
     control = WireControl(network, options.timing, gateway)
     try:
         control.connect()
-        result = _run_sumo(scenario, network, control, None, options, progress)
+        result = _run_sumo(scenario, network, control, None, options, progress, live)
     finally:
         control.close()
     result["gateway"] = control.report()
@@ -80,7 +86,7 @@ def run_gateway(scenario_path: str | Path, options: RunOptions, gateway: Gateway
 
 
 def _run_sumo(scenario: Scenario, network: Network, control: Control | None, native: str | None,
-              options: RunOptions, progress: Progress | None) -> dict:
+              options: RunOptions, progress: Progress | None, live: LiveView | None = None) -> dict:
     """The loop shared by every way of running SUMO: read a frame, let `control`
     (in-process engine or the wire) decide, apply, advance, audit what SUMO showed."""
     period_s = options.timing.control_period_s
@@ -88,10 +94,13 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native)
     timing = {"sumo_step_s": 0.0, "sumo_io_s": 0.0, "engine_s": 0.0, "audit_s": 0.0}
     started = time.perf_counter()
+    pacer = _Pacer(options.pace)
     sim = SumoSimulation(scenario, network, sumo_options)
+    figures = _LiveFigures(period_s) if live else None
     try:
         with sim:
             while sim.running():
+                pacer.wait(sim.time_s)
                 t0 = time.perf_counter()
                 if control is not None:
                     frame = sim.read_frame()
@@ -101,6 +110,10 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
                     sim.apply(commands)
                     timing["engine_s"] += t2 - t1
                     timing["sumo_io_s"] += time.perf_counter() - t2 + t1 - t0
+                    if live:
+                        _offer(live, figures, sim, frame, control, t2 - t1)
+                elif live:
+                    _offer(live, figures, sim, sim.read_frame(), None, 0.0)
                 t3 = time.perf_counter()
                 sim.advance(period_s)
                 t4 = time.perf_counter()
@@ -133,6 +146,58 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         # commands), the engine's decision (or the wire round trip), the safety audit.
         "timing": {k: round(v, 3) for k, v in timing.items()},
     }
+
+
+class _Pacer:
+    """Holds a run to `pace` simulated seconds per wall second (for watching it)."""
+
+    def __init__(self, pace: float | None):
+        self.pace = pace
+        self.origin: tuple[float, float] | None = None
+
+    def wait(self, time_s: float) -> None:
+        if not self.pace:
+            return
+        if self.origin is None:
+            self.origin = (time_s, time.monotonic())
+        sim0, wall0 = self.origin
+        delay = wall0 + (time_s - sim0) / self.pace - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class _LiveFigures:
+    """Running headline figures of a SUMO run for the dashboard."""
+
+    def __init__(self, period_s: float):
+        self.period_s = period_s
+        self.waiting_s = 0.0
+        self.arrivals: list[tuple[float, int]] = []
+
+    def kpis(self, sim: SumoSimulation, frame: DetectorFrame, decision_s: float) -> dict[str, float]:
+        queued = float(frame.halting.sum())
+        self.waiting_s += queued * self.period_s
+        self.arrivals.append((frame.time_s, sim.arrived_veh))
+        while self.arrivals[0][0] < frame.time_s - 60.0:
+            self.arrivals.pop(0)
+        (t_first, first), (t_last, last) = self.arrivals[0], self.arrivals[-1]
+        per_min = 60.0 * (last - first) / (t_last - t_first) if t_last > t_first else 0.0
+        return {"queued_veh": queued, "mean_wait_s": self.waiting_s / max(sim.departed_veh, 1),
+                "arrived_per_min": per_min, "decision_ms": decision_s * 1e3}
+
+
+def _offer(live: LiveView, figures: _LiveFigures, sim: SumoSimulation, frame: DetectorFrame,
+           control: Control | None, decision_s: float) -> None:
+    kpis = figures.kpis(sim, frame, decision_s)
+    if control is None:  # SUMO's own programs: no stage machine of ours to show
+        empty = np.zeros(0, dtype=np.int32)
+        live.offer(frame.time_s, empty, empty, halting=frame.halting, emergency=frame.emergency, kpis=kpis)
+        return
+    preemption = control.preemption
+    live.offer(frame.time_s, control.signals.green_phase, control.signals.stage,
+               preempt=preemption.state if preemption else control.preempting.astype(np.int8),
+               serving=preemption.serving if preemption else None,
+               halting=frame.halting, emergency=frame.emergency, kpis=kpis)
 
 
 def _simulate_in_worker(scenario_path: str, controller_name: str, options: RunOptions, queue) -> dict:

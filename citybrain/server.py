@@ -12,7 +12,9 @@ from .config import PreemptionConfig, SignalTiming
 from .controllers import make_controller
 from .engine import Engine
 from .field import FieldConfig, FieldEngine
+from .dashboard import DashboardServer
 from .frame import DetectorFrame, EmergencyVehicle
+from .live import LiveView
 from .network import Network
 from .telemetry import MetricsServer
 from .wire import serve_loop
@@ -28,31 +30,39 @@ class ServeOptions:
     controller: str = "citybrain"
     metrics_address: str = "127.0.0.1"
     metrics_port: int | None = 9100      # None: no /metrics endpoint; 0: any free port
+    dashboard_address: str = "127.0.0.1"
+    dashboard_port: int | None = None    # None: no dashboard; 0: any free port
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     field: FieldConfig = field(default_factory=FieldConfig)
 
 
 def serve(network: Network, options: ServeOptions, stop: threading.Event,
-          on_ready: Callable[[str, int | None], None] | None = None) -> FieldEngine:
-    """Serve until `stop` is set; `on_ready(endpoint, metrics_port)` once listening.
-    Returns the engine (its metrics hold the run's counts)."""
+          on_ready: Callable[[str, int | None, str | None], None] | None = None) -> FieldEngine:
+    """Serve until `stop` is set; `on_ready(endpoint, metrics_port, dashboard_url)` once
+    listening. Returns the engine (its metrics hold the run's counts)."""
     timing = SignalTiming(control_period_s=options.field.period_s)
     _warm_up(network, options.controller, timing, options.preemption)
     engine = FieldEngine(network, make_controller(options.controller, network), timing, options.field,
                          preemption=options.preemption)
-    metrics_server = None
+    metrics_server = dashboard = None
     if options.metrics_port is not None:
         metrics_server = MetricsServer(engine.metrics, options.metrics_address, options.metrics_port)
+    if options.dashboard_port is not None:
+        engine.live = LiveView(network)
+        dashboard = DashboardServer(engine.live, options.dashboard_address, options.dashboard_port,
+                                    f"{network.path.name} / {options.controller}")
 
     def bound(endpoint: str) -> None:
         if on_ready:
-            on_ready(endpoint, metrics_server.port if metrics_server else None)
+            on_ready(endpoint, metrics_server.port if metrics_server else None, dashboard.url if dashboard else None)
 
     try:
         serve_loop(engine, options.bind, stop, bound)
     finally:
         if metrics_server:
             metrics_server.close()
+        if dashboard:
+            dashboard.close()
     return engine
 
 

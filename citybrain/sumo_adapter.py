@@ -52,6 +52,8 @@ class SumoSimulation:
         self.begin_s, self.end_s = scenario.window(options.begin_s, options.end_s)
         self.teleports = 0
         self.loaded_veh = 0
+        self.departed_veh = 0
+        self.arrived_veh = 0
         self._api = None
         self._vehicles = np.zeros(network.n_lanes)
         self._halting = np.zeros(network.n_lanes)
@@ -121,6 +123,8 @@ class SumoSimulation:
             api.simulationStep()
             self.teleports += api.simulation.getStartingTeleportNumber()
             self.loaded_veh += api.simulation.getLoadedNumber()
+            self.departed_veh += api.simulation.getDepartedNumber()
+            self.arrived_veh += api.simulation.getArrivedNumber()
             for vehicle_id in api.simulation.getDepartedIDList():
                 if vehicle.getVehicleClass(vehicle_id) == "emergency":
                     self.emergency_ids.append(vehicle_id)

@@ -55,7 +55,7 @@ def running_engine(net):
     options = ServeOptions(bind="tcp://127.0.0.1:*", metrics_port=0,
                            field=FieldConfig(period_s=0.1, clock="wall", max_message_bytes=64 * 1024,
                                              max_messages_per_s=2000))
-    thread = threading.Thread(target=serve, args=(net, options, stop, lambda e, port: ready.put((e, port))),
+    thread = threading.Thread(target=serve, args=(net, options, stop, lambda e, port, _: ready.put((e, port))),
                               daemon=True)
     thread.start()
     endpoint, port = ready.get(timeout=120)

@@ -1,0 +1,113 @@
+"""The engine's live state for the dashboard: taken from the control loop,
+read by the web server's thread. No I/O here.
+
+The loop calls `LiveView.offer(...)` every period; a copy is taken at most
+every `interval_s` of wall time, so a 10,000-signal city costs the loop a few
+hundred microseconds twice a second and nothing in between. Readers get whole
+snapshots (plain lists and dicts, ready for JSON), never arrays the loop is
+writing.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .frame import EmergencyVehicle
+from .network import Network
+
+__all__ = ["LiveView", "KPI_LABELS"]
+
+# Headline figures the dashboard plots, by key, with their labels.
+KPI_LABELS = {
+    "queued_veh": "vehicles queued at signals",
+    "mean_wait_s": "mean wait at signals so far, s per vehicle",
+    "arrived_per_min": "throughput, vehicles arrived per minute",
+    "decision_ms": "decision latency, ms",
+    "stale_signals": "signals on fallback (stale detectors)",
+}
+
+
+@dataclass(frozen=True)
+class _Static:
+    """What never changes during a run: sent once per page load."""
+
+    approaches: list[list[list[int]]]   # per signal, per local phase: approach edges with green
+
+
+class LiveView:
+    def __init__(self, network: Network, interval_s: float = 0.5, history: int = 900):
+        self.network = network
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._snapshot: dict | None = None
+        self._history: deque[dict] = deque(maxlen=history)
+        self._next_wall_s = 0.0
+        self.version = 0
+        self.static = _Static(_approaches(network))
+        on_road = network.lane_edge >= 0
+        self._lane_edge = network.lane_edge[on_road]
+        self._on_road = on_road
+
+    def offer(self, time_s: float, phase: np.ndarray, stage: np.ndarray, *, stale: np.ndarray | None = None,
+              preempt: np.ndarray | None = None, serving: dict[int, str] | None = None,
+              halting: np.ndarray | None = None, emergency: tuple[EmergencyVehicle, ...] = (),
+              kpis: dict[str, float] | None = None) -> None:
+        """The loop's state after a decision; copied only when the interval is due."""
+        wall = time.monotonic()
+        if wall < self._next_wall_s:
+            return
+        self._next_wall_s = wall + self.interval_s
+        n_edges = len(self.network.edge_ids)
+        queue = (np.zeros(n_edges) if halting is None else
+                 np.bincount(self._lane_edge, weights=halting[self._on_road], minlength=n_edges))
+        snapshot = {
+            "time_s": float(time_s),
+            "phase": phase.tolist(),
+            "stage": stage.tolist(),
+            "stale": [] if stale is None else np.flatnonzero(stale).tolist(),
+            "preempt": {} if preempt is None else {int(s): int(preempt[s]) for s in np.flatnonzero(preempt)},
+            "serving": {int(s): v for s, v in (serving or {}).items()},
+            "queue": {int(e): int(round(queue[e])) for e in np.flatnonzero(queue >= 0.5)},
+            "emergency": [{"id": v.vehicle_id, "edge": v.edge, "position_m": round(v.position_m, 1),
+                           "speed_mps": round(v.speed_mps, 1), "route": list(v.route), "priority": v.priority}
+                          for v in emergency],
+            "kpis": {k: round(float(x), 3) for k, x in (kpis or {}).items()},
+        }
+        with self._lock:
+            self._snapshot = snapshot
+            self._history.append({"time_s": snapshot["time_s"], **snapshot["kpis"]})
+            self.version += 1
+
+    def snapshot(self) -> dict:
+        """The latest state (an empty one before the first offer) with the KPI history."""
+        with self._lock:
+            current = self._snapshot
+            history = list(self._history)
+            version = self.version
+        if current is None:
+            return {"version": 0, "time_s": None, "signals": self.network.n_signals, "phase": [], "stage": [],
+                    "stale": [], "preempt": {}, "serving": {}, "queue": {}, "emergency": [], "kpis": {},
+                    "history": []}
+        return {"version": version, "signals": self.network.n_signals, **current, "history": history}
+
+
+def _approaches(network: Network) -> list[list[list[int]]]:
+    """For each signal and local phase, the approach edges of its green movements."""
+    per_signal: list[list[list[int]]] = []
+    edge_of = network.lane_edge[network.move_in_lane]
+    # Movements are stored signal by signal.
+    bounds = np.searchsorted(network.move_signal, np.arange(network.n_signals + 1))
+    for signal in range(network.n_signals):
+        moves = np.arange(bounds[signal], bounds[signal + 1])
+        phases = []
+        for phase in network.phases_of(signal):
+            start = network.phase_link_ptr[phase]
+            level = network.phase_green_level[start:start + network.signal_n_links[signal]]
+            green = moves[level[network.move_link[moves]] > 0]
+            phases.append(sorted({int(e) for e in edge_of[green] if e >= 0}))
+        per_signal.append(phases)
+    return per_signal
