@@ -102,7 +102,8 @@ class DashboardServer:
         return web.Response(body=body, content_type="application/json")
 
     async def _state(self, request: web.Request) -> web.Response:
-        return web.json_response(self.live.snapshot(), dumps=_compact)
+        _, body = self.live.snapshot_json()
+        return web.Response(body=body, content_type="application/json")
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -111,11 +112,10 @@ class DashboardServer:
         sent, idle = -1, 0.0
         try:
             while not self._stopping.is_set():
-                version = self.live.version
-                if version != sent:
-                    data = _compact(self.live.snapshot())
-                    await response.write(f"data: {data}\n\n".encode())
-                    sent, idle = version, 0.0
+                if self.live.version != sent:
+                    sent, data = self.live.snapshot_json()
+                    await response.write(b"data: " + data + b"\n\n")
+                    idle = 0.0
                 elif idle >= _KEEPALIVE_S:
                     await response.write(b": keep-alive\n\n")
                     idle = 0.0

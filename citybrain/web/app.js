@@ -7,7 +7,7 @@ const RED = "#e74c3c";
 const ACCENT = "#e040fb";
 
 const view = { net: null, live: null, scale: 1, ox: 0, oy: 0, width: 0, height: 0, base: null,
-               allApproaches: [], updates: 0 };
+               allApproaches: [], updates: 0, drawMs: 0 };
 window.citybrain = view;
 
 const $ = (id) => document.getElementById(id);
@@ -76,6 +76,12 @@ function signalRadius() {
 }
 
 function draw() {
+  const started = performance.now();
+  drawMap();
+  view.drawMs = performance.now() - started;
+}
+
+function drawMap() {
   const ctx = map.getContext("2d");
   const ratio = window.devicePixelRatio || 1;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
@@ -90,7 +96,9 @@ function draw() {
 
   if (live && live.phase.length) {
     // Queues: each edge's halted vehicles, as width and colour.
-    for (const [edge, count] of Object.entries(live.queue)) {
+    const [queuedEdges, queuedCounts] = live.queue;
+    for (let i = 0; i < queuedEdges.length; i++) {
+      const edge = queuedEdges[i], count = queuedCounts[i];
       ctx.strokeStyle = `rgba(255, 112, 67, ${Math.min(0.35 + count / 20, 0.95)})`;
       ctx.lineWidth = width + Math.min(count, 30) * Math.max(0.3, view.scale * 0.6);
       ctx.beginPath(); tracePath(ctx, net.edges[edge]); ctx.stroke();
@@ -278,5 +286,27 @@ async function start() {
   events.onmessage = (message) => update(JSON.parse(message.data));
 }
 
+// Zoom with the wheel around the cursor, pan by dragging; double-click fits the network again.
+map.addEventListener("wheel", (event) => {
+  event.preventDefault();
+  if (!view.net) return;
+  const rect = map.getBoundingClientRect();
+  const px = event.clientX - rect.left, py = event.clientY - rect.top;
+  const factor = Math.exp(-event.deltaY * 0.0015);
+  view.ox = px - (px - view.ox) * factor;
+  view.oy = py - (py - view.oy) * factor;
+  view.scale *= factor;
+  drawBase(); draw();
+}, { passive: false });
+let drag = null;
+map.addEventListener("mousedown", (event) => { drag = [event.clientX, event.clientY, view.ox, view.oy]; });
+window.addEventListener("mouseup", () => { drag = null; });
+window.addEventListener("mousemove", (event) => {
+  if (!drag) return;
+  view.ox = drag[2] + event.clientX - drag[0];
+  view.oy = drag[3] + event.clientY - drag[1];
+  drawBase(); draw();
+});
+map.addEventListener("dblclick", fit);
 window.addEventListener("resize", fit);
 start().catch((error) => { $("overlay").textContent = `could not load the network: ${error}`; });
