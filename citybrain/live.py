@@ -25,7 +25,7 @@ __all__ = ["LiveView", "KPI_LABELS"]
 # Headline figures the dashboard plots, by key, with their labels.
 KPI_LABELS = {
     "queued_veh": "vehicles queued at signals",
-    "mean_wait_s": "mean wait at signals so far, s per vehicle",
+    "mean_delay_s": "mean delay of arrived vehicles so far, s",
     "arrived_per_min": "throughput, vehicles arrived per minute",
     "decision_ms": "decision latency, ms",
     "stale_signals": "signals on fallback (stale detectors)",
@@ -56,6 +56,10 @@ class LiveView:
         on_road = network.lane_edge >= 0
         self._lane_edge = network.lane_edge[on_road]
         self._on_road = on_road
+
+    def due(self) -> bool:
+        """Whether the next `offer` will be taken (callers may skip preparing it otherwise)."""
+        return time.monotonic() >= self._next_wall_s
 
     def offer(self, time_s: float, phase: np.ndarray, stage: np.ndarray, *, stale: np.ndarray | None = None,
               preempt: np.ndarray | None = None, serving: dict[int, str] | None = None,

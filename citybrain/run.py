@@ -96,7 +96,7 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     started = time.perf_counter()
     pacer = _Pacer(options.pace)
     sim = SumoSimulation(scenario, network, sumo_options)
-    figures = _LiveFigures(period_s) if live else None
+    figures = _LiveFigures() if live else None
     try:
         with sim:
             while sim.running():
@@ -169,25 +169,26 @@ class _Pacer:
 class _LiveFigures:
     """Running headline figures of a SUMO run for the dashboard."""
 
-    def __init__(self, period_s: float):
-        self.period_s = period_s
-        self.waiting_s = 0.0
+    def __init__(self):
         self.arrivals: list[tuple[float, int]] = []
 
-    def kpis(self, sim: SumoSimulation, frame: DetectorFrame, decision_s: float) -> dict[str, float]:
-        queued = float(frame.halting.sum())
-        self.waiting_s += queued * self.period_s
-        self.arrivals.append((frame.time_s, sim.arrived_veh))
-        while self.arrivals[0][0] < frame.time_s - 60.0:
+    def record(self, time_s: float, arrived_veh: int) -> None:
+        self.arrivals.append((time_s, arrived_veh))
+        while self.arrivals[0][0] < time_s - 60.0:
             self.arrivals.pop(0)
+
+    def kpis(self, sim: SumoSimulation, frame: DetectorFrame, decision_s: float) -> dict[str, float]:
         (t_first, first), (t_last, last) = self.arrivals[0], self.arrivals[-1]
         per_min = 60.0 * (last - first) / (t_last - t_first) if t_last > t_first else 0.0
-        return {"queued_veh": queued, "mean_wait_s": self.waiting_s / max(sim.departed_veh, 1),
+        return {"queued_veh": float(frame.halting.sum()), "mean_delay_s": sim.mean_delay_so_far_s(),
                 "arrived_per_min": per_min, "decision_ms": decision_s * 1e3}
 
 
 def _offer(live: LiveView, figures: _LiveFigures, sim: SumoSimulation, frame: DetectorFrame,
            control: Control | None, decision_s: float) -> None:
+    figures.record(frame.time_s, sim.arrived_veh)
+    if not live.due():
+        return
     kpis = figures.kpis(sim, frame, decision_s)
     if control is None:  # SUMO's own programs: no stage machine of ours to show
         empty = np.zeros(0, dtype=np.int32)

@@ -200,6 +200,11 @@ class SumoSimulation:
         get_state = self._api.trafficlight.getRedYellowGreenState
         return [get_state(sid) for sid in self.network.signal_ids]
 
+    def mean_delay_so_far_s(self) -> float:
+        """Mean timeLoss + departDelay of the vehicles arrived so far (SUMO's tripinfo device)."""
+        get = self._api.simulation.getParameter
+        return float(get("", "device.tripinfo.timeLoss")) + float(get("", "device.tripinfo.departDelay"))
+
     def running(self) -> bool:
         return self.time_s < self.end_s - 1e-9
 
