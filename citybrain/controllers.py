@@ -48,35 +48,32 @@ class Controller(Protocol):
 
 
 class _PressureController:
-    """Shared machinery: zone aggregation, pressure per phase, phase choice."""
+    """Shared machinery: demand per detection zone, pressure per phase, phase choice."""
 
     name = ""
+
+    # Weight of a moving vehicle in a zone relative to a halted one (0: queues only).
+    moving_weight = 0.0
 
     def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
         self.network = network
         self.config = config
         self.kernels = kernels
-        n_lanes = network.n_lanes
-        self.upstream = np.zeros(n_lanes)
-        self.downstream = np.zeros(n_lanes)
-        self.zone_halting = np.zeros(n_lanes)
-        self.zone_vehicles = np.zeros(n_lanes)
+        self.demand = np.zeros(network.n_lanes)
         self.score = np.zeros(network.n_phases)
         self.max_green_s = np.full(network.n_signals, config.max_green_s)
         # Both controllers switch as soon as another phase scores higher (see CityBrainController).
         self.switch_margin = np.zeros(network.n_signals)
 
-    def _zones(self, frame: DetectorFrame) -> None:
-        net = self.network
-        self.kernels.aggregate_zones(frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_halting)
-        self.kernels.aggregate_zones(frame.vehicles, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_vehicles)
-
-    def _choose(self, signals: SignalView, requested: np.ndarray) -> None:
-        net = self.network
-        self.kernels.phase_pressure(self.upstream, self.downstream, net.term_ptr, net.term_in_lane, net.term_out_lane,
-                       net.term_weight, self.score)
-        self.kernels.choose_phases(self.score, net.phase_ptr, signals.green_phase, signals.stage, signals.stage_time_s,
-                      signals.min_green_s, self.max_green_s, self.switch_margin, requested)
+    def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
+        net, ops = self.network, self.kernels
+        ops.zone_demand(frame.halting, frame.vehicles, self.moving_weight, net.zone_ptr, net.zone_lane,
+                        net.zone_weight, self.demand)
+        # The same demand measure upstream and downstream of every movement.
+        ops.phase_pressure(self.demand, self.demand, net.term_ptr, net.term_in_lane, net.term_out_lane,
+                           net.term_weight, self.score)
+        ops.choose_phases(self.score, net.phase_ptr, signals.green_phase, signals.stage, signals.stage_time_s,
+                          signals.min_green_s, self.max_green_s, self.switch_margin, requested)
 
 
 class MaxPressureController(_PressureController):
@@ -84,12 +81,6 @@ class MaxPressureController(_PressureController):
     (queue upstream - queue downstream) over its green movements."""
 
     name = "maxpressure"
-
-    def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
-        self._zones(frame)
-        self.upstream[:] = self.zone_halting
-        self.downstream[:] = self.zone_halting
-        self._choose(signals, requested)
 
 
 class CityBrainController(_PressureController):
@@ -108,12 +99,9 @@ class CityBrainController(_PressureController):
 
     name = "citybrain"
 
-    def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
-        self._zones(frame)
-        moving = self.zone_vehicles - self.zone_halting
-        self.upstream[:] = self.zone_halting + self.config.moving_vehicle_weight * moving
-        self.downstream[:] = self.upstream
-        self._choose(signals, requested)
+    def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
+        super().__init__(network, config, kernels)
+        self.moving_weight = config.moving_vehicle_weight
 
 
 class FixedTimePlan:

@@ -108,6 +108,7 @@ class FieldEngine:
         self.halting = np.zeros(n_lanes)
         self.occupancy = np.zeros(n_lanes)
         self.lane_seen_s = np.full(n_lanes, -np.inf)
+        self._stores = (self.vehicles, self.halting, self.occupancy)   # in merge_lane_values' field order
         self.lane_capacity = network.lane_length_m * self.config.max_vehicles_per_m + 1.0
         self.lane_index = {lane: i for i, lane in enumerate(network.lane_ids)}
         self.signal_index = {sid: i for i, sid in enumerate(network.signal_ids)}
@@ -220,12 +221,11 @@ class FieldEngine:
         else:
             lanes = session.lanes
         if isinstance(message, p.DetectorMessage):
-            fields = ((self.vehicles, message.vehicles, "vehicles"), (self.halting, message.halting, "halting"),
-                      (self.occupancy, message.occupancy, "occupancy"))
+            values = (message.vehicles, message.halting, message.occupancy)
         else:
-            fields = ((self.halting, message.queue, "queue"), (self.vehicles, message.vehicles, "vehicles"))
+            values = (message.vehicles, message.queue, None)
             problems += self._sightings(message)
-        sizes = {values.size for _, values, _ in fields if values is not None}
+        sizes = {v.size for v in values if v is not None}
         if not sizes:
             return problems  # sightings only: lanes are not refreshed by a message without counts
         if sizes != {lanes.size}:
@@ -236,11 +236,11 @@ class FieldEngine:
             n = int(unknown.sum())
             self._reject("unknown_id", f"{n} unknown lane ids, e.g. {message.lanes[int(np.argmax(unknown))]!r}", n)
             problems.append(("unknown_id", f"{n} lane ids not in the network"))
-        ops = self.kernels
-        valid = np.ones(lanes.size, dtype=bool)
-        for _, values, name in fields:
-            if values is not None:
-                ops.check_lane_values(lanes, values, self.lane_capacity, 1.0 if name == "occupancy" else 0.0, valid)
+        # A late frame does not overwrite what a newer one said about the same lane.
+        valid = np.empty(lanes.size, dtype=bool)
+        self.kernels.merge_lane_values(lanes, message.time_s, self.lane_capacity,
+                                       tuple(_readonly_f32(v) for v in values), self._stores,
+                                       _FIELD_BOUNDS, self.lane_seen_s, valid)
         n_bad = lanes.size - int(unknown.sum()) - int(np.count_nonzero(valid))
         if n_bad:
             first_bad = int(np.argmax(~valid & ~unknown))
@@ -248,11 +248,6 @@ class FieldEngine:
             self._reject("invalid_value", f"{n_bad} lanes with NaN, negative or impossible counts, e.g. {lane!r}",
                          n_bad)
             problems.append(("invalid_value", f"{n_bad} lanes with NaN, negative or impossible values"))
-        # A late frame must not overwrite what a newer one said about the same lane.
-        for store, values, _ in fields:
-            if values is not None:
-                ops.store_lane_values(lanes, values, valid, message.time_s, self.lane_seen_s, store)
-        ops.mark_lanes_seen(lanes, valid, message.time_s, self.lane_seen_s)
         if isinstance(message, p.DetectorMessage):
             session.last_frame_seq = message.seq
             if self.config.clock == "frames":
@@ -325,9 +320,8 @@ class FieldEngine:
         """One control period: decide, then one command message per gateway."""
         now = self.now(wall_s)
         self.next_step_s = now + self.config.period_s - 1e-9
-        lane_stale = (now - self.lane_seen_s) > self.config.stale_after_s
-        stale_count = np.add.reduceat(lane_stale[self.signal_lanes], self.signal_lane_ptr[:-1])
-        self.stale = stale_count > 0
+        self.kernels.stale_signals(self.lane_seen_s, now, self.config.stale_after_s, self.signal_lane_ptr,
+                                   self.signal_lanes, self.stale)
         self._expire_sightings(now)
         frame = DetectorFrame(now, self.vehicles, self.halting, self.occupancy, tuple(self.sightings.values()))
         started = time.perf_counter()
@@ -401,6 +395,22 @@ class FieldEngine:
             self._logged.add(reason)
             log.warning("rejected (%s): %s [further '%s' rejections are counted, not logged]", reason, detail, reason)
 
+
+# Fields merged from frames, in this order: vehicles, halting (camera: queue), occupancy.
+# Bound 0: the lane's capacity; occupancy is a share of the lane, at most 1.
+_FIELD_BOUNDS = np.array([0.0, 0.0, 1.0])
+_ABSENT = np.zeros(0, dtype=np.float32)
+_ABSENT.flags.writeable = False
+
+
+def _readonly_f32(values: np.ndarray | None) -> np.ndarray:
+    """One array type for every field of a frame (decoded arrays are read-only
+    views of the message), so the merge kernel compiles once."""
+    if values is None:
+        return _ABSENT
+    view = np.ascontiguousarray(values, dtype=np.float32).view()
+    view.flags.writeable = False
+    return view
 
 # Message class -> `type` label of the received counter (one of telemetry.MESSAGE_TYPES).
 _TYPE_LABEL = {"Hello": "hello", "DetectorMessage": "detector", "CameraMessage": "camera", "StateReport": "state",

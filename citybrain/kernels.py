@@ -9,15 +9,14 @@ from __future__ import annotations
 from .jit import jit
 
 __all__ = [
-    "aggregate_zones",
+    "zone_demand",
     "phase_pressure",
     "choose_phases",
     "fixed_time_requests",
     "advance_signals",
     "count_conflicting_greens",
-    "check_lane_values",
-    "store_lane_values",
-    "mark_lanes_seen",
+    "merge_lane_values",
+    "stale_signals",
     "preemption_lead_s",
     "STAGE_GREEN",
     "STAGE_YELLOW",
@@ -29,12 +28,15 @@ KEEP = -1
 
 
 @jit
-def aggregate_zones(lane_values, zone_ptr, zone_lane, zone_weight, out):
-    """out[l] = weighted sum of lane_values over the detection zone of lane l."""
+def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, out):
+    """out[l] = sum over the detection zone of lane l of weight * (halted vehicles
+    + moving_weight * moving vehicles): the demand a controller sees on the lane."""
     for lane in range(out.shape[0]):
         total = 0.0
         for k in range(zone_ptr[lane], zone_ptr[lane + 1]):
-            total += zone_weight[k] * lane_values[zone_lane[k]]
+            member = zone_lane[k]
+            queued = halting[member]
+            total += zone_weight[k] * (queued + moving_weight * (vehicles[member] - queued))
         out[lane] = total
 
 
@@ -162,36 +164,45 @@ def count_conflicting_greens(protected, link_offset, conflict_offset, conflict, 
 
 
 @jit
-def check_lane_values(lanes, values, bound, fixed_bound, valid):
-    """valid[k] &= lane k is known and 0 <= values[k] <= its bound (NaN fails).
-    The bound is fixed_bound when positive, else bound[lanes[k]]."""
+def merge_lane_values(lanes, time_s, capacity, values, stores, fixed_bounds, lane_seen_s, valid):
+    """Merge one frame into the per-lane stores, lane by lane.
+
+    values[f] is field f's reading per entry, or empty where the frame lacks the
+    field (its store is then left as it is). An entry is valid when its lane is
+    known (lanes[k] >= 0) and every present value lies in 0..bound (NaN fails):
+    fixed_bounds[f] when positive, else the lane's capacity. A valid entry is
+    stored unless a newer frame already set its lane, which is then marked seen
+    at time_s. valid[k] reports the check."""
     for k in range(lanes.shape[0]):
-        if not valid[k]:
-            continue
         lane = lanes[k]
-        if lane < 0:
-            valid[k] = False
-            continue
-        limit = fixed_bound if fixed_bound > 0.0 else bound[lane]
-        value = values[k]
-        if not (value >= 0.0 and value <= limit):
-            valid[k] = False
+        ok = lane >= 0
+        if ok:
+            for f in range(len(values)):
+                if values[f].shape[0] == 0:
+                    continue
+                limit = fixed_bounds[f] if fixed_bounds[f] > 0.0 else capacity[lane]
+                value = values[f][k]
+                if not (value >= 0.0 and value <= limit):
+                    ok = False
+        valid[k] = ok
+        if ok and lane_seen_s[lane] <= time_s:
+            for f in range(len(values)):
+                if values[f].shape[0] > 0:
+                    stores[f][lane] = values[f][k]
+            lane_seen_s[lane] = time_s
 
 
 @jit
-def store_lane_values(lanes, values, valid, time_s, lane_seen_s, store):
-    """store[lane] = value for valid entries, unless a newer frame already set that lane."""
-    for k in range(lanes.shape[0]):
-        if valid[k] and lane_seen_s[lanes[k]] <= time_s:
-            store[lanes[k]] = values[k]
-
-
-@jit
-def mark_lanes_seen(lanes, valid, time_s, lane_seen_s):
-    """lane_seen_s[lane] = time_s for valid entries, never moving it backwards."""
-    for k in range(lanes.shape[0]):
-        if valid[k] and lane_seen_s[lanes[k]] <= time_s:
-            lane_seen_s[lanes[k]] = time_s
+def stale_signals(lane_seen_s, now_s, stale_after_s, signal_lane_ptr, signal_lane, out):
+    """out[i] = some lane signal i reads (signal_lane[ptr[i]:ptr[i+1]]) was last seen
+    more than stale_after_s before now_s."""
+    for signal in range(out.shape[0]):
+        stale = False
+        for k in range(signal_lane_ptr[signal], signal_lane_ptr[signal + 1]):
+            if now_s - lane_seen_s[signal_lane[k]] > stale_after_s:
+                stale = True
+                break
+        out[signal] = stale
 
 
 @jit

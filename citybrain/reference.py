@@ -10,8 +10,8 @@ import numpy as np
 
 from .kernels import KEEP, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
-__all__ = ["aggregate_zones", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals", "count_conflicting_greens",
-           "check_lane_values", "store_lane_values", "mark_lanes_seen", "preemption_lead_s"]
+__all__ = ["zone_demand", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals",
+           "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s"]
 
 
 def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -19,8 +19,10 @@ def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
     return np.bincount(owner, weights=values, minlength=len(ptr) - 1)
 
 
-def aggregate_zones(lane_values, zone_ptr, zone_lane, zone_weight, out):
-    out[:] = _segment_sum(zone_weight * lane_values[zone_lane], zone_ptr)
+def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, out):
+    members = zone_lane
+    demand = halting[members] + moving_weight * (vehicles[members] - halting[members])
+    out[:] = _segment_sum(zone_weight * demand, zone_ptr)
 
 
 def phase_pressure(upstream, downstream, term_ptr, term_in, term_out, term_weight, out):
@@ -85,23 +87,27 @@ def count_conflicting_greens(protected, link_offset, conflict_offset, conflict, 
         out[signal] = int(np.triu(matrix & np.outer(green, green), 1).sum())
 
 
-def check_lane_values(lanes, values, bound, fixed_bound, valid):
+def merge_lane_values(lanes, time_s, capacity, values, stores, fixed_bounds, lane_seen_s, valid):
     known = lanes >= 0
-    limit = np.full(len(lanes), fixed_bound) if fixed_bound > 0 else np.where(known, bound[np.maximum(lanes, 0)], 0)
-    with np.errstate(invalid="ignore"):
-        valid &= known & (values >= 0) & (values <= limit)
-
-
-def store_lane_values(lanes, values, valid, time_s, lane_seen_s, store):
-    take = valid.copy()
-    take[valid] = lane_seen_s[lanes[valid]] <= time_s
-    store[lanes[take]] = values[take]
-
-
-def mark_lanes_seen(lanes, valid, time_s, lane_seen_s):
-    take = valid.copy()
-    take[valid] = lane_seen_s[lanes[valid]] <= time_s
+    safe = np.where(known, lanes, 0)
+    ok = known.copy()
+    for f, field in enumerate(values):
+        if len(field) == 0:
+            continue
+        limit = np.where(fixed_bounds[f] > 0, fixed_bounds[f], capacity[safe])
+        with np.errstate(invalid="ignore"):
+            ok &= (field >= 0) & (field <= limit)
+    valid[:] = ok
+    take = ok & (lane_seen_s[safe] <= time_s)
+    for f, field in enumerate(values):
+        if len(field):
+            stores[f][lanes[take]] = field[take]   # a later entry for the same lane wins, as in the kernel
     lane_seen_s[lanes[take]] = time_s
+
+
+def stale_signals(lane_seen_s, now_s, stale_after_s, signal_lane_ptr, signal_lane, out):
+    lane_stale = (now_s - lane_seen_s[signal_lane]) > stale_after_s
+    out[:] = _segment_sum(lane_stale.astype(np.float64), signal_lane_ptr) > 0
 
 
 def preemption_lead_s(req_signal, req_phase, req_lane_ptr, req_lane, halting, phase_ptr, transition_offset,

@@ -87,14 +87,15 @@ class SafetyLayer:
         per (signal, stage, phase, next phase) and kept in a flat table."""
         n = self._n_phases[signals]
         codes = (self._state_base[signals] + self.stage[signals] * n * n + self.green_phase[signals] * n
-                 + self.next_phase[signals])
-        table, out = self._state_table, []
-        for signal, code in zip(signals.tolist(), codes.tolist()):
-            state = table[code]
-            if state is None:
-                state = table[code] = self.network.signal_state(
-                    signal, int(self.stage[signal]), int(self.green_phase[signal]), int(self.next_phase[signal]))
-            out.append(state)
+                 + self.next_phase[signals]).tolist()
+        table = self._state_table
+        out = [table[code] for code in codes]
+        if None in out:   # first time this (signal, stage, phase, next phase) shows: build its string once
+            for k, code in enumerate(codes):
+                if out[k] is None:
+                    signal = int(signals[k])
+                    out[k] = table[code] = self.network.signal_state(
+                        signal, int(self.stage[signal]), int(self.green_phase[signal]), int(self.next_phase[signal]))
         return tuple(out)
 
 

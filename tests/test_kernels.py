@@ -16,14 +16,17 @@ def csr(rng, n_rows, max_len, n_cols):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_aggregate_zones_matches_reference(seed):
+def test_zone_demand_matches_reference(seed):
     rng = np.random.default_rng(seed)
     ptr, idx, w = csr(rng, 300, 4, 500)
-    values = rng.random(500) * 20
-    fast, slow = np.zeros(300), np.zeros(300)
-    kernels.aggregate_zones(values, ptr, idx, w, fast)
-    reference.aggregate_zones(values, ptr, idx, w, slow)
-    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    vehicles = rng.poisson(4.0, 500).astype(np.float64)
+    halting = np.minimum(vehicles, rng.poisson(2.0, 500))
+    for moving_weight in (0.0, 0.25):
+        fast, slow = np.zeros(300), np.zeros(300)
+        kernels.zone_demand(halting, vehicles, moving_weight, ptr, idx, w, fast)
+        reference.zone_demand(halting, vehicles, moving_weight, ptr, idx, w, slow)
+        np.testing.assert_allclose(fast, slow, rtol=1e-12)
+        assert np.any(fast != 0)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -120,28 +123,43 @@ def test_count_conflicting_greens_matches_reference():
     assert fast.sum() > 0
 
 
+
 @pytest.mark.parametrize("seed", range(5))
-def test_lane_value_kernels_match_reference(seed):
+def test_merge_lane_values_matches_reference(seed):
     rng = np.random.default_rng(seed)
     n_lanes, n = 300, 500
-    lanes = rng.integers(-1, n_lanes, n).astype(np.int32)
-    values = rng.normal(5, 8, n).astype(np.float32)
-    values[rng.random(n) < 0.05] = np.nan
+    lanes = rng.integers(-1, n_lanes, n).astype(np.int32)      # unknown lanes, and duplicates
+    vehicles = rng.normal(5, 8, n).astype(np.float32)
+    vehicles[rng.random(n) < 0.05] = np.nan
+    occupancy = (np.abs(rng.normal(0.3, 0.5, n))).astype(np.float32)
     capacity = rng.uniform(5, 20, n_lanes)
     seen = rng.integers(0, 20, n_lanes).astype(np.float64)
+    bounds = np.array([0.0, 0.0, 1.0])
     results = []
     for ops in (kernels, reference):
         valid = np.ones(n, bool)
-        ops.check_lane_values(lanes, values, capacity, 0.0, valid)
-        ops.check_lane_values(lanes, np.abs(values) / 20, capacity, 1.0, valid)
-        store, lane_seen = np.zeros(n_lanes), seen.copy()
-        ops.store_lane_values(lanes, values, valid, 10.0, lane_seen, store)
-        ops.mark_lanes_seen(lanes, valid, 10.0, lane_seen)
-        results.append((valid, store, lane_seen))
+        stores = (np.zeros(n_lanes), np.full(n_lanes, -1.0), np.zeros(n_lanes))
+        lane_seen = seen.copy()
+        absent = np.zeros(0, np.float32)                        # a frame without halting counts
+        ops.merge_lane_values(lanes, 10.0, capacity, (vehicles, absent, occupancy), stores, bounds, lane_seen, valid)
+        results.append((valid, *stores, lane_seen))
     for fast, slow in zip(*results):
         np.testing.assert_array_equal(fast, slow)
-    valid = results[0][0]
+    valid, stored, untouched = results[0][:3]
     assert valid.any() and not valid.all() and not valid[lanes < 0].any()
+    assert (untouched == -1.0).all() and (stored != 0).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stale_signals_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    ptr, lanes, _ = csr(rng, 200, 6, 400)
+    lane_seen = rng.uniform(0, 20, 400)
+    fast, slow = np.zeros(200, bool), np.zeros(200, bool)
+    kernels.stale_signals(lane_seen, 20.0, 5.0, ptr, lanes, fast)
+    reference.stale_signals(lane_seen, 20.0, 5.0, ptr, lanes, slow)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.any() and not fast.all()
 
 
 def test_engine_on_numpy_reference_decides_exactly_as_on_numba():
