@@ -25,6 +25,8 @@ __all__ = [
 
 STAGE_GREEN, STAGE_YELLOW, STAGE_ALL_RED = 0, 1, 2
 KEEP = -1
+# Pressures are sums of (weighted) vehicle counts: differences below this are rounding.
+SCORE_TOLERANCE = 1e-9
 
 
 @jit
@@ -57,7 +59,9 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
 
     A signal in green past its minimum moves to its best-scoring phase when that
     beats the current one by more than switch_margin; past max_green_s it moves to
-    the best other phase. Ties keep the lower index, so results are deterministic.
+    the best other phase. Ties keep the lower index (and the current phase), so
+    results are deterministic; scores within SCORE_TOLERANCE count as tied, so a
+    decision never hangs on the order in which floating-point terms were summed.
     """
     for signal in range(requested.shape[0]):
         requested[signal] = KEEP
@@ -71,13 +75,13 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
         best = -1
         best_other = -1
         for p in range(count):
-            if best < 0 or score[first + p] > score[first + best]:
+            if best < 0 or score[first + p] > score[first + best] + SCORE_TOLERANCE:
                 best = p
-            if p != current and (best_other < 0 or score[first + p] > score[first + best_other]):
+            if p != current and (best_other < 0 or score[first + p] > score[first + best_other] + SCORE_TOLERANCE):
                 best_other = p
         if stage_time_s[signal] >= max_green_s[signal]:
             requested[signal] = best_other
-        elif best != current and score[first + best] > score[first + current] + switch_margin[signal]:
+        elif best != current and score[first + best] > score[first + current] + switch_margin[signal] + SCORE_TOLERANCE:
             requested[signal] = best
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import KEEP, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
+from .kernels import KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals",
            "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s"]
@@ -38,13 +38,20 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
             continue
         scores = score[first:last]
         current = green_phase[signal]
-        best = int(np.argmax(scores))
-        others = scores.copy()
-        others[current] = -np.inf
+        best = _first_best(scores, range(len(scores)))
         if stage_time_s[signal] >= max_green_s[signal]:
-            requested[signal] = int(np.argmax(others))
-        elif best != current and scores[best] > scores[current] + switch_margin[signal]:
+            requested[signal] = _first_best(scores, [p for p in range(len(scores)) if p != current])
+        elif best != current and scores[best] > scores[current] + switch_margin[signal] + SCORE_TOLERANCE:
             requested[signal] = best
+
+
+def _first_best(scores, candidates) -> int:
+    """The best-scoring candidate, scanning in order; a later one must beat it by more than the tolerance."""
+    best = -1
+    for p in candidates:
+        if best < 0 or scores[p] > scores[best] + SCORE_TOLERANCE:
+            best = p
+    return best
 
 
 def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, dt_s, requested):
