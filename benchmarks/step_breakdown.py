@@ -33,29 +33,32 @@ def main(size: int) -> None:
         field.step(0.0)
     engine, parts = field.engine, {}
 
-    def timed(name, work):
+    def timed(name, work, *args):
         start = time.perf_counter_ns()
-        result = work()
+        result = work(*args)
         parts.setdefault(name, []).append(time.perf_counter_ns() - start)
         return result
 
+    def command(now, signals, states):
+        safety, idx = engine.safety, np.maximum(session.signals, 0)
+        return protocol.encode(protocol.SignalCommand(
+            1, now, 1, safety.green_phase[idx], safety.next_phase[idx], safety.stage[idx], safety.stage_time_s[idx],
+            session.position[signals], states))
+
     changed_count = 0
     for message in messages[32:]:
-        timed("frame merge", lambda: field.merge_counts(session, message))
+        timed("frame merge", field.merge_counts, session, message)
         now = field.now(0.0)
-        timed("staleness", lambda: kernels.stale_signals(field.lane_seen_s, now, field.config.stale_after_s,
-                                                         field.signal_lane_ptr, field.signal_lanes, field.stale))
+        timed("staleness", kernels.stale_signals, field.lane_seen_s, now, field.config.stale_after_s,
+              field.signal_lane_ptr, field.signal_lanes, field.stale)
         frame = DetectorFrame(now, field.vehicles, field.halting, field.occupancy, ())
-        timed("controller", lambda: engine.controller.decide(frame, engine.safety, engine.requested))
-        timed("preemption (idle)", lambda: engine.preemption.plan(frame, engine.safety, engine.requested))
-        changed = timed("safety layer", lambda: engine.safety.advance(engine.requested, engine.preempting))
+        timed("controller", engine.controller.decide, frame, engine.safety, engine.requested)
+        timed("preemption (idle)", engine.preemption.plan, frame, engine.safety, engine.requested)
+        changed = timed("safety layer", engine.safety.advance, engine.requested, engine.preempting)
         signals = np.flatnonzero(changed).astype(np.int32)
         changed_count += len(signals)
-        states = timed("state strings", lambda: engine.safety.state_strings(signals))
-        safety, idx = engine.safety, np.maximum(session.signals, 0)
-        timed("command", lambda: protocol.encode(protocol.SignalCommand(
-            1, now, 1, safety.green_phase[idx], safety.next_phase[idx], safety.stage[idx], safety.stage_time_s[idx],
-            session.position[signals], states)))
+        states = timed("state strings", engine.safety.state_strings, signals)
+        timed("command", command, now, signals, states)
     for name, samples in parts.items():
         print(f"{name:20s} {np.median(samples) / 1e3:9.1f} us")
     print(f"{'sum of medians':20s} {sum(np.median(s) for s in parts.values()) / 1e3:9.1f} us; "

@@ -38,6 +38,9 @@ class ControllerConfig:
     max_green_s: float = 60.0
     # Weight of a moving (not yet queued) vehicle relative to a halted one.
     moving_vehicle_weight: float = 0.25
+    # A green lane whose queue has not shrunk for this long has a blocked head
+    # vehicle: three saturation headways (~2 s each) without one departure.
+    blocked_after_s: float = 6.0
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,13 @@ class _PressureController:
         # The same demand measure upstream and downstream of every movement.
         ops.phase_pressure(self.demand, self.demand, net.term_ptr, net.term_in_lane, net.term_out_lane,
                            net.term_weight, self.score)
+        self._adjust(frame, signals)
         ops.choose_phases(self.score, net.phase_ptr, signals.green_phase, signals.stage, signals.stage_time_s,
                           signals.min_green_s, self.max_green_s, self.switch_margin, requested)
+
+
+    def _adjust(self, frame: DetectorFrame, signals: SignalView) -> None:
+        """Change phase scores before the choice (plain max-pressure does not)."""
 
 
 class MaxPressureController(_PressureController):
@@ -92,9 +97,15 @@ class CityBrainController(_PressureController):
     - Downstream is weighed the same way, so green is not spent feeding an
       exit lane that is filling up (spill-back).
     - max green bounds the wait of every other approach.
-    The discount (0.25) and max green (60 s) were chosen once on grid10x10 and
-    are the same for every network; a switching threshold equal to the
-    discharge lost in clearance was tried and raised delay (117.7 s vs 106.3 s).
+    - A lane that is green but has not discharged a vehicle for
+      `blocked_after_s` (a permissive turner waiting for a gap at the head of
+      a shared lane, or a full exit) no longer counts for the phase that is
+      holding it green; its pressure then pulls towards a phase that serves it
+      (the protected turn). On cologne8, where such lanes jammed, mean delay
+      over 3 seeds fell from 78.1 s to 33.1 s.
+    The discount (0.25), max green (60 s) and blocked time (6 s) are the same
+    for every network; a switching threshold equal to the discharge lost in
+    clearance was tried and raised delay (117.7 s vs 106.3 s).
     """
 
     name = "citybrain"
@@ -102,6 +113,20 @@ class CityBrainController(_PressureController):
     def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
         super().__init__(network, config, kernels)
         self.moving_weight = config.moving_vehicle_weight
+        self.previous_halting = np.zeros(network.n_lanes)
+        self.last_discharge_s = np.zeros(network.n_lanes)
+        self._started = False
+
+    def _adjust(self, frame: DetectorFrame, signals: SignalView) -> None:
+        net, ops = self.network, self.kernels
+        if not self._started:
+            self._started = True
+            self.last_discharge_s[:] = frame.time_s   # nothing is known to be blocked at the start
+        ops.note_discharge(frame.halting, self.previous_halting, frame.time_s, self.last_discharge_s)
+        ops.discount_blocked_lanes(self.score, self.demand, net.phase_ptr, net.term_ptr, net.term_in_lane,
+                                   net.term_out_lane, net.term_weight, signals.green_phase, signals.stage,
+                                   signals.stage_time_s, self.last_discharge_s, frame.time_s,
+                                   self.config.blocked_after_s)
 
 
 class FixedTimePlan:

@@ -18,6 +18,8 @@ __all__ = [
     "merge_lane_values",
     "stale_signals",
     "preemption_lead_s",
+    "note_discharge",
+    "discount_blocked_lanes",
     "STAGE_GREEN",
     "STAGE_YELLOW",
     "STAGE_ALL_RED",
@@ -50,6 +52,34 @@ def phase_pressure(upstream, downstream, term_ptr, term_in, term_out, term_weigh
         for k in range(term_ptr[phase], term_ptr[phase + 1]):
             total += term_weight[k] * (upstream[term_in[k]] - downstream[term_out[k]])
         out[phase] = total
+
+
+@jit
+def note_discharge(halting, previous_halting, time_s, last_discharge_s):
+    """last_discharge_s[l] = time_s where lane l's queue shrank or is empty; then
+    previous_halting takes this frame's counts."""
+    for lane in range(halting.shape[0]):
+        if halting[lane] < previous_halting[lane] or halting[lane] == 0.0:
+            last_discharge_s[lane] = time_s
+        previous_halting[lane] = halting[lane]
+
+
+@jit
+def discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out, term_weight, green_phase, stage,
+                           stage_time_s, last_discharge_s, time_s, blocked_after_s):
+    """Take out of each signal's current phase the pressure of its approach lanes
+    whose queue has not moved for blocked_after_s although that phase has been
+    green at least as long: their head vehicle is blocked (yielding to oncoming
+    traffic, or a full exit), so holding the phase serves nobody on them. Their
+    pressure still counts in the signal's other phases (e.g. a protected turn)."""
+    for signal in range(green_phase.shape[0]):
+        if stage[signal] != STAGE_GREEN or stage_time_s[signal] < blocked_after_s:
+            continue
+        phase = phase_ptr[signal] + green_phase[signal]
+        for k in range(term_ptr[phase], term_ptr[phase + 1]):
+            lane = term_in[k]
+            if time_s - last_discharge_s[lane] >= blocked_after_s:
+                score[phase] -= term_weight[k] * (demand[lane] - demand[term_out[k]])
 
 
 @jit

@@ -11,7 +11,8 @@ import numpy as np
 from .kernels import KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals",
-           "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s"]
+           "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s",
+           "note_discharge", "discount_blocked_lanes"]
 
 
 def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -144,3 +145,20 @@ def preemption_lead_s(req_signal, req_phase, req_lane_ptr, req_lane, halting, ph
         if lanes.size:
             queue[r] = halting[lanes].max()
     out[:] = wait + np.where(queue > 0, queue_start_s + queue_headway_s * queue, 0.0)
+
+
+def note_discharge(halting, previous_halting, time_s, last_discharge_s):
+    moved = (halting < previous_halting) | (halting == 0)
+    last_discharge_s[moved] = time_s
+    previous_halting[:] = halting
+
+
+def discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out, term_weight, green_phase, stage,
+                           stage_time_s, last_discharge_s, time_s, blocked_after_s):
+    term_phase = np.repeat(np.arange(len(term_ptr) - 1), np.diff(term_ptr))
+    held = (stage == STAGE_GREEN) & (stage_time_s >= blocked_after_s)
+    current = np.zeros(len(term_ptr) - 1, dtype=bool)
+    current[(phase_ptr[:-1] + green_phase)[held]] = True
+    blocked = current[term_phase] & (time_s - last_discharge_s[term_in] >= blocked_after_s)
+    np.subtract.at(score, term_phase[blocked],
+                   term_weight[blocked] * (demand[term_in[blocked]] - demand[term_out[blocked]]))

@@ -208,3 +208,31 @@ def test_preemption_lead_matches_reference(seed):
                                2.0, 2.0, 2.0, out)
     np.testing.assert_allclose(fast, slow, rtol=1e-12)
     assert len(set(fast.tolist())) > 10
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_blocked_lane_kernels_match_reference(seed):
+    rng = np.random.default_rng(seed)
+    net = load_network(GRID10_NET)
+    n = net.n_signals
+    n_phases = np.diff(net.phase_ptr)
+    green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
+    stage = rng.integers(0, 3, n).astype(np.int8)
+    elapsed = rng.integers(0, 15, n).astype(np.float64)
+    demand = rng.poisson(3.0, net.n_lanes).astype(np.float64)
+    halting = np.where(rng.random(net.n_lanes) < 0.5, demand, np.maximum(demand - 1, 0))   # some queues shrank
+    last_seen = np.where(rng.random(net.n_lanes) < 0.5, 0.0, 20.0)
+    results = []
+    for ops in (kernels, reference):
+        previous, last = demand.copy(), last_seen.copy()
+        ops.note_discharge(halting, previous, 30.0, last)
+        score = np.zeros(net.n_phases)
+        ops.phase_pressure(demand, demand, net.term_ptr, net.term_in_lane, net.term_out_lane, net.term_weight, score)
+        before = score.copy()
+        ops.discount_blocked_lanes(score, demand, net.phase_ptr, net.term_ptr, net.term_in_lane, net.term_out_lane,
+                                   net.term_weight, green, stage, elapsed, last, 30.0, 6.0)
+        results.append((previous, last, score, before))
+    for fast, slow in zip(results[0][:3], results[1][:3]):
+        np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    score, before = results[0][2], results[0][3]
+    assert (score != before).any() and (score == before).any()   # some current phases lost blocked lanes
