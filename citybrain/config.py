@@ -58,9 +58,11 @@ class PreemptionConfig:
     horizon_s: float = 120.0
     # A signal held for one vehicle longer than this is released (NTCIP max presence).
     max_presence_s: float = 60.0
-    # A green held for a vehicle that has not moved for this long (blocked beyond
-    # the signal) is handed back to adaptive control for stall_release_s.
-    stall_after_s: float = 20.0
+    # A green held for a vehicle that has not moved for this long, while the queue
+    # ahead of it has not moved either (a blocked head, or a full exit), is handed
+    # back to adaptive control for stall_release_s: three saturation headways,
+    # as ControllerConfig.blocked_after_s.
+    stall_after_s: float = 6.0
     stall_release_s: float = 30.0
     # A vehicle not reported for this long is forgotten.
     drop_after_s: float = 5.0

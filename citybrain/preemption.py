@@ -126,11 +126,17 @@ class Preemption:
         self.counts = PreemptionCounts()
         self.turns = signal_turns(network)
         self._edge_queue_s = np.zeros(len(network.edge_ids))
+        self.last_discharge_s = np.zeros(network.n_lanes)    # when each lane's queue last shrank or was empty
+        self._previous_halting: np.ndarray | None = None
 
     def plan(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> np.ndarray:
         """Overwrite `requested` at signals preempted this period; returns the mask of
         signals whose minimum green may be cut (entry towards a vehicle's phase)."""
         self._update_tracks(frame)
+        if self._previous_halting is None:
+            self._previous_halting = frame.halting.copy()
+            self.last_discharge_s[:] = frame.time_s
+        self.kernels.note_discharge(frame.halting, self._previous_halting, frame.time_s, self.last_discharge_s)
         # A vehicle whose green is showing keeps it against later requests of the
         # same priority: taking it away so close to its arrival would stop both.
         dwelling = {signal: vehicle for signal, vehicle in self.serving.items() if self.state[signal] == DWELL}
@@ -174,9 +180,11 @@ class Preemption:
         stall_s = self.config.stall_after_s
         for c, lead_s, is_due, is_near in zip(candidates, lead.tolist(), due, near):
             if (dwelling.get(c.turn.signal) == c.vehicle_id and now - c.track.moved_s > stall_s
-                    and now - c.track.entered_s.get(c.key, now) > stall_s):
-                # Its green shows but nothing moves (blocked downstream): holding it only
-                # starves the cross streets that could unblock it. Let adaptive control run.
+                    and now - c.track.entered_s.get(c.key, now) > stall_s
+                    and now - self.last_discharge_s[c.turn.lanes].max() > stall_s):
+                # Its green shows but neither the vehicle nor the queue ahead of it moves
+                # (a blocked head, or a full exit): holding it only starves the streets
+                # that could unblock it. Let adaptive control run.
                 c.track.suspended[c.key] = now + self.config.stall_release_s
                 del c.track.entered_s[c.key]
                 self.counts.stalls += 1
