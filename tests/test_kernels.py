@@ -184,6 +184,15 @@ def test_engine_on_numpy_reference_decides_exactly_as_on_numba():
     assert sum(len(signals) for signals, _ in histories[0]) > 200   # signals did switch
 
 
+def signal_states(rng, net, max_elapsed_s):
+    """Random stage-machine state of every signal: green phase, stage, time in stage."""
+    n_phases = np.diff(net.phase_ptr)
+    green = (rng.integers(0, 100, net.n_signals) % n_phases).astype(np.int32)
+    stage = rng.integers(0, 3, net.n_signals).astype(np.int8)
+    elapsed = rng.integers(0, max_elapsed_s, net.n_signals).astype(np.float64)
+    return green, stage, elapsed
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_preemption_lead_matches_reference(seed):
     rng = np.random.default_rng(seed)
@@ -192,10 +201,8 @@ def test_preemption_lead_matches_reference(seed):
     n_phases = np.diff(net.phase_ptr)
     yellow = rng.choice([2.0, 3.0, 4.0], n)
     all_red = rng.choice([0.0, 1.0, 2.0], n)
-    green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
+    green, stage, elapsed = signal_states(rng, net, 8)
     coming = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
-    stage = rng.integers(0, 3, n).astype(np.int8)
-    elapsed = rng.integers(0, 8, n).astype(np.float64)
     n_req = 300
     signal = rng.integers(0, n, n_req).astype(np.int32)
     phase = (rng.integers(0, 100, n_req) % n_phases[signal]).astype(np.int32)
@@ -214,11 +221,7 @@ def test_preemption_lead_matches_reference(seed):
 def test_blocked_lane_kernels_match_reference(seed):
     rng = np.random.default_rng(seed)
     net = load_network(GRID10_NET)
-    n = net.n_signals
-    n_phases = np.diff(net.phase_ptr)
-    green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
-    stage = rng.integers(0, 3, n).astype(np.int8)
-    elapsed = rng.integers(0, 15, n).astype(np.float64)
+    green, stage, elapsed = signal_states(rng, net, 15)
     demand = rng.poisson(3.0, net.n_lanes).astype(np.float64)
     halting = np.where(rng.random(net.n_lanes) < 0.5, demand, np.maximum(demand - 1, 0))   # some queues shrank
     last_seen = np.where(rng.random(net.n_lanes) < 0.5, 0.0, 20.0)
