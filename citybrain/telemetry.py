@@ -81,6 +81,7 @@ class _PreemptionCollector:
         for name, value, text in (
                 ("entries", counts.entries, "Signals that entered preemption for a vehicle"),
                 ("timeouts", counts.timeouts, "Preemptions released at their maximum presence time"),
+                ("stalls", counts.stalls, "Held greens handed back because neither the vehicle nor its queue moved"),
                 ("conflicts", counts.conflicts, "Signal-periods where a request waited for a conflicting one"),
                 ("unroutable", counts.unroutable, "Sightings with neither a usable route nor destination")):
             yield CounterMetricFamily(f"citybrain_preemption_{name}", text, value=value)

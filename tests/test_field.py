@@ -213,3 +213,4 @@ def test_preemption_shows_in_metrics(net):
     assert value("citybrain_preempted_signals") >= 1
     assert value("citybrain_preemption_entries_total") >= 1
     assert value("citybrain_preemption_timeouts_total") == 0
+    assert value("citybrain_preemption_stalls_total") == 0
