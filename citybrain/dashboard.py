@@ -8,7 +8,7 @@ asset ships in `citybrain/web/`: no CDN, no map tiles.
 
 Endpoints
 - `/`                the page (`web/index.html`, `app.js`, `style.css`)
-- `/api/network`     geometry and per-phase approaches, once per page load
+- `/api/network`     geometry and per-phase approaches, built on the first request
 - `/api/state`       the latest live state as JSON (for other tools)
 - `/api/events`      the same as Server-Sent Events, whenever it changes
 """
@@ -20,10 +20,12 @@ import logging
 import threading
 from importlib import resources
 
+import numpy as np
+
 from aiohttp import web
 
 from .live import KPI_LABELS, LiveView
-from .network import load_geometry
+from .network import Network, load_geometry
 
 __all__ = ["DashboardServer"]
 
@@ -132,7 +134,7 @@ class DashboardServer:
             if self._geometry is None:
                 network = self.live.network
                 geometry = load_geometry(network)
-                geometry.update(signal_ids=list(network.signal_ids), approaches=self.live.static.approaches,
+                geometry.update(signal_ids=list(network.signal_ids), approaches=_approaches(network),
                                 kpi_labels=KPI_LABELS, title=self.title)
                 self._geometry = _compact(geometry).encode()
             return self._geometry
@@ -144,3 +146,21 @@ def _compact(data) -> str:
 
 def _asset_text(name: str) -> str:
     return resources.files("citybrain").joinpath("web", name).read_text()
+
+
+def _approaches(network: Network) -> list[list[list[int]]]:
+    """For each signal and local phase, the approach edges of its green movements."""
+    per_signal: list[list[list[int]]] = []
+    edge_of = network.lane_edge[network.move_in_lane]
+    # Movements are stored signal by signal.
+    bounds = np.searchsorted(network.move_signal, np.arange(network.n_signals + 1))
+    for signal in range(network.n_signals):
+        moves = np.arange(bounds[signal], bounds[signal + 1])
+        phases = []
+        for phase in network.phases_of(signal):
+            start = network.phase_link_ptr[phase]
+            level = network.phase_green_level[start:start + network.signal_n_links[signal]]
+            green = moves[level[network.move_link[moves]] > 0]
+            phases.append(sorted({int(e) for e in edge_of[green] if e >= 0}))
+        per_signal.append(phases)
+    return per_signal

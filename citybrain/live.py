@@ -32,13 +32,6 @@ KPI_LABELS = {
 }
 
 
-@dataclass(frozen=True)
-class _Static:
-    """What never changes during a run: sent once per page load."""
-
-    approaches: list[list[list[int]]]   # per signal, per local phase: approach edges with green
-
-
 class LiveView:
     def __init__(self, network: Network, interval_s: float = 0.5, history: int = 900):
         self.network = network
@@ -52,7 +45,6 @@ class LiveView:
         self._history: deque[dict] = deque(maxlen=history)
         self._next_wall_s = 0.0
         self.version = 0
-        self.static = _Static(_approaches(network))
         on_road = network.lane_edge >= 0
         self._lane_edge = network.lane_edge[on_road]
         self._on_road = on_road
@@ -141,21 +133,3 @@ class _Raw:
     halting: np.ndarray | None
     emergency: tuple[EmergencyVehicle, ...]
     kpis: dict[str, float]
-
-
-def _approaches(network: Network) -> list[list[list[int]]]:
-    """For each signal and local phase, the approach edges of its green movements."""
-    per_signal: list[list[list[int]]] = []
-    edge_of = network.lane_edge[network.move_in_lane]
-    # Movements are stored signal by signal.
-    bounds = np.searchsorted(network.move_signal, np.arange(network.n_signals + 1))
-    for signal in range(network.n_signals):
-        moves = np.arange(bounds[signal], bounds[signal + 1])
-        phases = []
-        for phase in network.phases_of(signal):
-            start = network.phase_link_ptr[phase]
-            level = network.phase_green_level[start:start + network.signal_n_links[signal]]
-            green = moves[level[network.move_link[moves]] > 0]
-            phases.append(sorted({int(e) for e in edge_of[green] if e >= 0}))
-        per_signal.append(phases)
-    return per_signal
