@@ -242,16 +242,17 @@ def scale(sizes: list[int], seconds: float = 60.0, cache: Path = DEFAULT_CACHE,
 # -- scenarios ---------------------------------------------------------------
 
 def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tuple[int, ...],
-              workers: int | None = None, end_s: float | None = None,
+              workers: int | None = None, end_s: float | None = None, detectors: str = "lanes",
               progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
-    """Every controller on every scenario and seed, one simulation per process, as many as cores."""
+    """Every controller on every scenario and seed, one simulation per process, as many as cores.
+    `detectors`: what our controllers see (run.RunOptions.detectors)."""
     jobs, names = [], []
     total_s = 0.0
     for name, config in configs.items():
         begin, end = load_scenario(config).window(None, end_s)
         for controller in controllers:
             for seed in seeds:
-                jobs.append((str(config), controller, RunOptions(seed=seed, end_s=end)))
+                jobs.append((str(config), controller, RunOptions(seed=seed, end_s=end, detectors=detectors)))
                 names.append(name)
                 total_s += end - begin
     results = simulate_in_processes(jobs, workers, progress(total_s) if progress else None)
@@ -271,7 +272,8 @@ def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tup
                 "safety_violations": int(sum(r["safety_violations"] for r in results)),
                 "teleports": int(sum(r["teleports"] for r in results)),
             }
-    return {"seeds": list(seeds), "controllers": list(controllers), "scenarios": summary, "machine": _machine()}
+    return {"seeds": list(seeds), "controllers": list(controllers), "detectors": detectors, "scenarios": summary,
+            "machine": _machine()}
 
 
 # -- emergency preemption -----------------------------------------------------
@@ -402,6 +404,7 @@ def scenarios_markdown(report: dict, published: dict[str, dict[str, str]]) -> st
     controllers = report["controllers"]
     columns = ["RESCO Fixed", "RESCO MaxPressure", "RESCO best"]
     lines = [f"Mean delay, s (mean ± std over seeds {', '.join(map(str, report['seeds']))}); "
+             f"our controllers see detectors: {report.get('detectors', 'lanes')}; "
              "violations summed over all runs of our controllers.", "",
              "| scenario | " + " | ".join(controllers) + " | " + " | ".join(columns) + " | violations |",
              "|---" * (len(controllers) + len(columns) + 2) + "|"]

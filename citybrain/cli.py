@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import PreemptionConfig
 from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS
+from .detectors import DETECTOR_MODES
 from .field import CLOCKS, FieldConfig
 from .gateway import GatewayOptions, replay
 from .network import NetworkError, load_network
@@ -44,7 +45,8 @@ def format_table(report: dict) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     title = (f"{report['scenario']}: {report['end_s'] - report['begin_s']:g} s simulated "
-             f"({report['begin_s']:g}-{report['end_s']:g}), seed {report['seed']}, {report['backend']}")
+             f"({report['begin_s']:g}-{report['end_s']:g}), seed {report['seed']}, {report['backend']}, "
+             f"detectors: {report['detectors']}")
     return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
@@ -67,7 +69,8 @@ def _progress_bar(description: str):
 def _options(args) -> RunOptions:
     preemption = PreemptionConfig(enabled=not getattr(args, "no_preemption", False))
     return RunOptions(backend=args.backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
-                      preemption=preemption, pace=getattr(args, "pace", None))
+                      preemption=preemption, pace=getattr(args, "pace", None),
+                      detectors=getattr(args, "detectors", "lanes"))
 
 
 def _write_json(report: dict, path: str | None) -> None:
@@ -221,7 +224,7 @@ def _bench_scenarios(args, bench) -> dict:
     if unknown:
         raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    report = bench.scenarios(configs, controllers, seeds, args.workers, args.end,
+    report = bench.scenarios(configs, controllers, seeds, args.workers, args.end, args.detectors,
                              _progress_bar(f"{len(configs)} scenarios x {len(controllers)} x {len(seeds)} seeds"))
     published = bench.published_resco(Path(args.resco).parent / "README.md")
     table = bench.scenarios_markdown(report, published)
@@ -267,9 +270,16 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool 
     parser.add_argument("--seed", type=int, default=42, help="SUMO random seed (default 42)")
     parser.add_argument("--backend", choices=BACKENDS, default="libsumo",
                         help="libsumo (in-process, fast) or traci (socket) (default libsumo)")
+    _add_detectors_argument(parser)
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     parser.add_argument("--pace", type=float, help="simulated s per wall s (default: as fast as possible)")
     _add_dashboard_arguments(parser)
+
+
+def _add_detectors_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detectors", choices=DETECTOR_MODES, default="lanes",
+                        help="what our controllers see: lanes (exact lane counts) or loops (stop-line and "
+                             "advance induction loops placed on every approach; see README) (default lanes)")
 
 
 def _add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
@@ -352,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     scn.add_argument("--controllers", default=",".join(DEFAULT_COMPARE))
     scn.add_argument("--seeds", default="42", help="comma-separated SUMO seeds (default 42)")
     scn.add_argument("--end", type=float, help="end time, s (default: each scenario's)")
+    _add_detectors_argument(scn)
     scn.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
     scn.add_argument("--out", default="results/bench", help="folder for scenarios.md/.json/.png")
     emg = kinds.add_parser("emergency", help="preemption planning cost, and citybrain with/without preemption "

@@ -5,6 +5,7 @@ holds a plain-numpy version of each, and the tests hold the two to each other.
 """
 from __future__ import annotations
 
+import numpy as np
 
 from .jit import jit
 
@@ -20,6 +21,7 @@ __all__ = [
     "preemption_lead_s",
     "note_discharge",
     "discount_blocked_lanes",
+    "estimate_loop_queues",
     "STAGE_GREEN",
     "STAGE_YELLOW",
     "STAGE_ALL_RED",
@@ -62,6 +64,51 @@ def note_discharge(halting, previous_halting, time_s, last_discharge_s):
         if halting[lane] < previous_halting[lane] or halting[lane] == 0.0:
             last_discharge_s[lane] = time_s
         previous_halting[lane] = halting[lane]
+
+
+@jit
+def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_loop, advance_ptr, advance_loop, advance_share,
+                         capacity_veh, crossing_s, standing_occupancy, empty_after_extra_s,
+                         queue_veh, in_transit_veh, quiet_s, vehicles, halting, occupancy):
+    """Input-output counting between each detected lane's advance and stop-line
+    loops (see citybrain.detectors). Updates the carried state (queue_veh,
+    in_transit_veh, quiet_s) and writes the lane's vehicles, halted vehicles and
+    stop-line occupancy into the frame arrays at lane[i]."""
+    for i in range(lane.shape[0]):
+        arrived = 0.0
+        spilled = False
+        for k in range(advance_ptr[i], advance_ptr[i + 1]):
+            loop = advance_loop[k]
+            arrived += advance_share[k] * passed_veh[loop]
+            if occupied[loop] >= standing_occupancy:
+                spilled = True
+        stop = stop_loop[i]
+        departed = passed_veh[stop]
+        at_line = occupied[stop]
+        count = queue_veh[i] + arrived - departed
+        if spilled and count < capacity_veh[i]:
+            count = capacity_veh[i]           # the queue reaches back over the advance loop
+        if at_line > 0.0 and count < 1.0:
+            count = 1.0                       # something is on the stop-line loop
+        if count > capacity_veh[i]:
+            count = capacity_veh[i]
+        if count < 0.0:
+            count = 0.0
+        if arrived == 0.0 and departed == 0.0 and at_line == 0.0:
+            quiet_s[i] += elapsed_s
+        else:
+            quiet_s[i] = 0.0
+        if quiet_s[i] >= crossing_s[i] + empty_after_extra_s:
+            count = 0.0                       # nothing came in for a whole crossing: the lane is empty
+        queue_veh[i] = count
+        # Vehicles that passed the advance loop less than a crossing ago may still be moving.
+        decay = np.exp(-elapsed_s / crossing_s[i]) if crossing_s[i] > 0.0 else 0.0
+        in_transit_veh[i] = in_transit_veh[i] * decay + arrived
+        standing = count - in_transit_veh[i] if at_line >= standing_occupancy else 0.0
+        out = lane[i]
+        vehicles[out] = count
+        halting[out] = standing if standing > 0.0 else 0.0
+        occupancy[out] = at_line
 
 
 @jit

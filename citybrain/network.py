@@ -32,7 +32,7 @@ from .sumo_home import ensure_sumo_home
 __all__ = ["Network", "NetworkError", "load_network", "load_geometry", "COMPILED_FORMAT"]
 
 # Bumped whenever `Network` gains or changes a field, so pickled copies are rebuilt.
-COMPILED_FORMAT = 3
+COMPILED_FORMAT = 4
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -99,6 +99,10 @@ class Network:
     zone_ptr: np.ndarray
     zone_lane: np.ndarray
     zone_weight: np.ndarray            # float64
+    # Distance from lane l's stop line (upstream zones) or start (downstream zones)
+    # to the near end of member zone_lane[k]: 0 for l itself.
+    zone_offset_m: np.ndarray          # float64
+    zone_parent: np.ndarray            # [k]: the member it was reached from (a flat index), -1 for l itself
 
     # Roads. Lane l lies on edge lane_edge[l]; SUMO names lane k of edge e "e_k".
     edge_ids: tuple[str, ...]
@@ -285,13 +289,16 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         raise NetworkError(f"{path}: no traffic light controls a vehicle connection; nothing to optimise")
 
     n_direct = len(lanes)
-    zone_ptr, zone_lane, zone_w = [0], [], []
+    zone_ptr, zone_lane, zone_w, zone_offset, zone_parent = [0], [], [], [], []
     in_lanes = set(move_in)
     for idx in range(n_direct):
         direction = "upstream" if idx in in_lanes else "downstream"
-        for member, weight in _zone(lanes[idx], direction, approach_range_m):
+        base = len(zone_lane)
+        for member, weight, offset_m, parent in _zone(lanes[idx], direction, approach_range_m):
             zone_lane.append(lane_id(member))
             zone_w.append(weight)
+            zone_offset.append(offset_m)
+            zone_parent.append(base + parent if parent >= 0 else -1)
         zone_ptr.append(len(zone_lane))
     # Lanes added only as zone members get empty zones of their own.
     zone_ptr.extend([zone_ptr[-1]] * (len(lanes) - n_direct))
@@ -329,6 +336,8 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         zone_ptr=i32(zone_ptr),
         zone_lane=i32(zone_lane),
         zone_weight=np.array(zone_w, dtype=np.float64),
+        zone_offset_m=np.array(zone_offset, dtype=np.float64),
+        zone_parent=i32(zone_parent),
         edge_ids=tuple(edge_index),
         edge_length_m=np.array([e.getLength() for e in edges], dtype=np.float64),
         edge_speed_mps=np.array([e.getSpeed() for e in edges], dtype=np.float64),
@@ -422,19 +431,22 @@ def _find_connection(in_lane, out_lane):
     return None
 
 
-def _zone(lane, direction: str, range_m: float) -> list[tuple[object, float]]:
-    """The lane plus neighbours through unsignalised nodes, up to range_m.
+def _zone(lane, direction: str, range_m: float) -> list[tuple[object, float, float, int]]:
+    """The lane plus neighbours through unsignalised nodes, up to range_m: each
+    member with its share, its distance from the lane (`Network.zone_offset_m`)
+    and the position in this list of the member it was reached from (-1: none).
 
     A vehicle on an upstream lane that feeds k lanes is shared equally among
     them, so zone totals never count a vehicle twice across a signal's lanes."""
-    members = [(lane, 1.0)]
-    frontier = [(lane, 1.0, lane.getLength())]
+    members = [(lane, 1.0, 0.0, -1)]
+    frontier = [(0, lane.getLength())]
     seen = {lane.getID()}
+    upstream = direction == "upstream"
     while frontier:
-        current, weight, covered = frontier.pop()
+        position, covered = frontier.pop()
+        current, weight = members[position][:2]
         if covered >= range_m:
             continue
-        upstream = direction == "upstream"
         node = current.getEdge().getFromNode() if upstream else current.getEdge().getToNode()
         if node.getType() == "traffic_light":
             continue
@@ -443,10 +455,9 @@ def _zone(lane, direction: str, range_m: float) -> list[tuple[object, float]]:
             if other.getID() in seen or other.getEdge().getFunction() == "internal":
                 continue
             fan = {x.getID() for x in (other.getOutgoingLanes() if upstream else other.getIncoming())}
-            share = weight / max(1, len(fan))
             seen.add(other.getID())
-            members.append((other, share))
-            frontier.append((other, share, covered + other.getLength()))
+            members.append((other, weight / max(1, len(fan)), covered, position))
+            frontier.append((len(members) - 1, covered + other.getLength()))
     return members
 
 

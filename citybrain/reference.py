@@ -12,7 +12,7 @@ from .kernels import KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YE
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals",
            "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s",
-           "note_discharge", "discount_blocked_lanes"]
+           "note_discharge", "discount_blocked_lanes", "estimate_loop_queues"]
 
 
 def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -162,3 +162,25 @@ def discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out
     blocked = current[term_phase] & (time_s - last_discharge_s[term_in] >= blocked_after_s)
     np.subtract.at(score, term_phase[blocked],
                    term_weight[blocked] * (demand[term_in[blocked]] - demand[term_out[blocked]]))
+
+
+def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_loop, advance_ptr, advance_loop, advance_share,
+                         capacity_veh, crossing_s, standing_occupancy, empty_after_extra_s,
+                         queue_veh, in_transit_veh, quiet_s, vehicles, halting, occupancy):
+    arrived = _segment_sum(advance_share * passed_veh[advance_loop], advance_ptr)
+    spilled = _segment_sum((occupied[advance_loop] >= standing_occupancy).astype(float), advance_ptr) > 0
+    departed, at_line = passed_veh[stop_loop], occupied[stop_loop]
+    count = queue_veh + arrived - departed
+    count = np.where(spilled, np.maximum(count, capacity_veh), count)
+    count = np.where(at_line > 0, np.maximum(count, 1.0), count)
+    count = np.clip(count, 0.0, capacity_veh)
+    quiet = (arrived == 0) & (departed == 0) & (at_line == 0)
+    quiet_s[:] = np.where(quiet, quiet_s + elapsed_s, 0.0)
+    count = np.where(quiet_s >= crossing_s + empty_after_extra_s, 0.0, count)
+    queue_veh[:] = count
+    with np.errstate(divide="ignore"):
+        decay = np.where(crossing_s > 0, np.exp(-elapsed_s / np.where(crossing_s > 0, crossing_s, 1.0)), 0.0)
+    in_transit_veh[:] = in_transit_veh * decay + arrived
+    vehicles[lane] = count
+    halting[lane] = np.where(at_line >= standing_occupancy, np.maximum(count - in_transit_veh, 0.0), 0.0)
+    occupancy[lane] = at_line

@@ -51,6 +51,7 @@ class RunOptions:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     pace: float | None = None     # simulated s per wall s; None: as fast as possible
+    detectors: str = "lanes"      # what controllers see: "lanes" (exact counts) or "loops" (see detectors.py)
 
 
 def simulate(scenario_path: str | Path, controller_name: str, options: RunOptions = RunOptions(),
@@ -91,7 +92,8 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     (in-process engine or the wire) decide, apply, advance, audit what SUMO showed."""
     period_s = options.timing.control_period_s
     monitor = SafetyMonitor(network, options.timing.min_green_s, period_s, options.timing.preemption_min_green_s)
-    sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native)
+    sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native,
+                               options.detectors, period_s)
     timing = {"sumo_step_s": 0.0, "sumo_io_s": 0.0, "engine_s": 0.0, "audit_s": 0.0}
     started = time.perf_counter()
     pacer = _Pacer(options.pace)
@@ -139,6 +141,8 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         "emergency": {**sim.emergency_audit.as_dict(),
                       "preemption": None if preemption is None else preemption.counts.as_dict()},
         "signals": network.n_signals,
+        # SUMO's own programs read SUMO's own detectors, whatever the mode.
+        "detectors": "native" if native else options.detectors,
         "simulated_s": sim.end_s - sim.begin_s,
         "wall_s": round(time.perf_counter() - started, 3),
         "engine_s": round(timing["engine_s"], 3),
@@ -256,5 +260,6 @@ def build_report(scenario: Scenario, options: RunOptions, results: dict[str, dic
         "end_s": end,
         "seed": options.seed,
         "backend": options.backend,
+        "detectors": options.detectors,
         "controllers": results,
     }

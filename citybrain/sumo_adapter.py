@@ -8,11 +8,13 @@ trip per step. Both give identical results for the same seed.
 from __future__ import annotations
 
 import tempfile
+from xml.sax.saxutils import quoteattr
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .detectors import DETECTOR_MODES, LoopEstimator, LoopLayout, standard_layout
 from .engine import SignalCommands
 from .frame import DetectorFrame, EmergencyVehicle
 from .network import Network
@@ -34,6 +36,8 @@ class SumoOptions:
     begin_s: float | None = None
     end_s: float | None = None
     native_program: str | None = None   # None: we control signals; else "static" or "actuated"
+    detectors: str = "lanes"            # one of DETECTOR_MODES: what read_frame sees
+    control_period_s: float = 1.0       # time between read_frame calls (loops aggregate over it)
 
 
 class SumoSimulation:
@@ -42,6 +46,8 @@ class SumoSimulation:
     def __init__(self, scenario: Scenario, network: Network, options: SumoOptions, workdir: Path | None = None):
         if options.backend not in BACKENDS:
             raise ValueError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
+        if options.detectors not in DETECTOR_MODES:
+            raise ValueError(f"unknown detector mode {options.detectors!r}; choose from {', '.join(DETECTOR_MODES)}")
         self.scenario = scenario
         self.network = network
         self.options = options
@@ -61,6 +67,13 @@ class SumoSimulation:
         self.emergency_ids: list[str] = []          # every emergency vehicle that departed, in order
         self._emergency_now: list[str] = []         # those still driving
         self.emergency_audit = EmergencyAudit()
+        self.loops: LoopLayout | None = None
+        self._estimator: LoopEstimator | None = None
+        if options.detectors == "loops" and options.native_program is None:
+            self.loops = standard_layout(network)
+            self._estimator = LoopEstimator(network, self.loops)
+            self._passed = np.zeros(self.loops.n_loops)
+            self._occupied = np.zeros(self.loops.n_loops)
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self) -> "SumoSimulation":
@@ -75,6 +88,8 @@ class SumoSimulation:
         additional = list(self.scenario.additional_files)
         if self.options.native_program == "actuated":
             additional.append(self._write_actuated_programs())
+        if self.loops is not None:
+            additional.append(self._write_loops())
         args = [
             sumo_binary("sumo"), "-c", str(self.scenario.config),
             "--seed", str(self.options.seed),
@@ -135,6 +150,8 @@ class SumoSimulation:
                 self._audit_emergency()
 
     def read_frame(self) -> DetectorFrame:
+        if self._estimator is not None:
+            return self._read_loops()
         lane_api = self._api.lane
         if self.options.backend == "traci":
             results = lane_api.getAllSubscriptionResults()
@@ -152,6 +169,23 @@ class SumoSimulation:
                 self._occupancy[i] = occupancy(lane_id)
         return DetectorFrame(self.time_s, self._vehicles.copy(), self._halting.copy(), self._occupancy.copy(),
                              self._read_emergency())
+
+    def _read_loops(self) -> DetectorFrame:
+        """A frame from the loops alone: what entered each loop in the period just
+        ended and how long it was occupied, turned into lane counts by the estimator."""
+        loop_api, ids = self._api.inductionloop, self.loops.loop_ids
+        if self.options.backend == "traci":
+            results = loop_api.getAllSubscriptionResults()
+            for j, loop_id in enumerate(ids):
+                values = results[loop_id]
+                self._passed[j] = values[_VAR_INTERVAL_NUMBER]
+                self._occupied[j] = values[_VAR_INTERVAL_OCCUPANCY]
+        else:
+            passed, occupied = loop_api.getIntervalVehicleNumber, loop_api.getIntervalOccupancy
+            for j, loop_id in enumerate(ids):
+                self._passed[j] = passed(loop_id)
+                self._occupied[j] = occupied(loop_id)
+        return self._estimator.frame(self.time_s, self._passed, self._occupied / 100.0, self._read_emergency())
 
     def _read_emergency(self) -> tuple[EmergencyVehicle, ...]:
         """Emergency vehicles as a camera or AVL feed would report them: position,
@@ -211,8 +245,12 @@ class SumoSimulation:
     # -- helpers -----------------------------------------------------------
     def _subscribe(self) -> None:
         api = self._api
-        for lane_id in self.network.lane_ids:
-            api.lane.subscribe(lane_id, [_VAR_VEHICLES, _VAR_HALTING, _VAR_OCCUPANCY])
+        if self.loops is not None:
+            for loop_id in self.loops.loop_ids:
+                api.inductionloop.subscribe(loop_id, [_VAR_INTERVAL_NUMBER, _VAR_INTERVAL_OCCUPANCY])
+        else:
+            for lane_id in self.network.lane_ids:
+                api.lane.subscribe(lane_id, [_VAR_VEHICLES, _VAR_HALTING, _VAR_OCCUPANCY])
         for signal_id in self.network.signal_ids:
             api.trafficlight.subscribe(signal_id, [_VAR_TLS_STATE])
 
@@ -232,6 +270,19 @@ class SumoSimulation:
             lines.append("    </tlLogic>")
         lines.append("</additional>")
         path = self.workdir / "actuated.add.xml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+    def _write_loops(self) -> Path:
+        """The loop layout as SUMO E1 detectors aggregating over one control period."""
+        period = _fmt(self.options.control_period_s)
+        lines = ["<additional>"]
+        for loop_id, lane, position in zip(self.loops.loop_ids, self.loops.loop_lane, self.loops.loop_position_m):
+            lines.append(f'    <inductionLoop id={quoteattr(loop_id)} lane={quoteattr(self.network.lane_ids[lane])} '
+                         f'pos="{position:.2f}" period="{period}" file="NUL"/>')
+        lines.append("</additional>")
+        path = self.workdir / "loops.add.xml"
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -283,3 +334,7 @@ _VAR_VEHICLES = 0x10      # LAST_STEP_VEHICLE_NUMBER
 _VAR_HALTING = 0x14       # LAST_STEP_VEHICLE_HALTING_NUMBER
 _VAR_OCCUPANCY = 0x13     # LAST_STEP_OCCUPANCY
 _VAR_TLS_STATE = 0x20     # TL_RED_YELLOW_GREEN_STATE
+# inductionloop, aggregated over its period. Read right after the period's last
+# step (before SUMO starts the next interval), the "current" interval is the one just ended.
+_VAR_INTERVAL_NUMBER = 0x25      # vehicles that entered the loop
+_VAR_INTERVAL_OCCUPANCY = 0x23   # % of the period the loop was occupied

@@ -239,3 +239,28 @@ def test_blocked_lane_kernels_match_reference(seed):
         np.testing.assert_allclose(fast, slow, rtol=1e-12)
     score, before = results[0][2], results[0][3]
     assert (score != before).any() and (score == before).any()   # some current phases lost blocked lanes
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_estimate_loop_queues_matches_reference_over_many_periods(seed):
+    rng = np.random.default_rng(seed)
+    n_loops, n_detected, n_lanes = 60, 40, 80
+    lane = rng.choice(n_lanes, n_detected, replace=False).astype(np.int32)
+    stop_loop = rng.integers(0, n_loops, n_detected).astype(np.int32)
+    advance_ptr, advance_loop, advance_share = csr(rng, n_detected, 2, n_loops)
+    capacity = rng.uniform(1.0, 12.0, n_detected)
+    crossing = np.where(rng.random(n_detected) < 0.1, 0.0, rng.uniform(1.0, 8.0, n_detected))
+    states = [tuple(np.zeros(n_detected) for _ in range(3)) for _ in (kernels, reference)]
+    for _ in range(200):
+        passed = rng.poisson(0.4, n_loops).astype(np.float64)
+        occupied = np.where(rng.random(n_loops) < 0.3, rng.choice([1.0, 0.5, 0.0], n_loops), 0.0)
+        outputs = []
+        for ops, (queue, transit, quiet) in zip((kernels, reference), states):
+            frame = tuple(np.zeros(n_lanes) for _ in range(3))
+            ops.estimate_loop_queues(passed, occupied, 1.0, lane, stop_loop, advance_ptr, advance_loop, advance_share,
+                                     capacity, crossing, 0.95, 2.0, queue, transit, quiet, *frame)
+            outputs.append((queue, transit, quiet, *frame))
+        for fast, slow in zip(*outputs):
+            np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+    queue = states[0][0]
+    assert (queue > 0).any() and (queue <= capacity).all()
