@@ -19,6 +19,10 @@ class TripMetrics:
     mean_stops: float            # waitingCount
     throughput_veh: int          # vehicles that arrived
     unfinished_veh: int          # still driving (or waiting to depart) at the end
+    # RESCO's own figure (its utils/readXML.py): timeLoss + departDelay over every
+    # vehicle, arrived or not, counted up to the end; a vehicle still waiting to
+    # depart adds its whole wait. Stricter than mean_delay_s when traffic backs up.
+    resco_delay_s: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,13 +60,17 @@ class _Sums:
 def read_tripinfo(path: str | Path, loaded_veh: int,
                   emergency_ids: frozenset[str] = frozenset()) -> tuple[TripMetrics, EmergencyMetrics]:
     """Metrics over arrived vehicles, emergency vehicles (`emergency_ids`) apart
-    from all others; `unfinished_veh` keeps a controller that holds vehicles back
-    from looking good on the arrived ones alone."""
-    others, emergency = _Sums(), _Sums()
+    from all others; `unfinished_veh` and `resco_delay_s` keep a controller that
+    holds vehicles back from looking good on the arrived ones alone. The file is
+    SUMO's tripinfo written with unfinished and undeparted trips."""
+    others, emergency, every = _Sums(), _Sums(), _Sums()
     for _, element in ET.iterparse(str(path)):
         if element.tag != "tripinfo":
             continue
-        (emergency if element.get("id") in emergency_ids else others).add(element)
+        if element.get("id") not in emergency_ids:
+            every.add(element)
+        if float(element.get("arrival", "-1")) >= 0:   # SUMO writes -1 for trips unfinished at the end
+            (emergency if element.get("id") in emergency_ids else others).add(element)
         element.clear()
     n = max(others.count, 1)
     trips = TripMetrics(
@@ -72,6 +80,7 @@ def read_tripinfo(path: str | Path, loaded_veh: int,
         mean_stops=others.stops / n,
         throughput_veh=others.count,
         unfinished_veh=max(loaded_veh - len(emergency_ids) - others.count, 0),
+        resco_delay_s=every.delay / max(every.count, 1),
     )
     return trips, EmergencyMetrics(len(emergency_ids), emergency.mean(emergency.delay),
                                    emergency.mean(emergency.travel), emergency.mean(emergency.stops))

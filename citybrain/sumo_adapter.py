@@ -95,6 +95,8 @@ class SumoSimulation:
             "--seed", str(self.options.seed),
             "--begin", _fmt(self.begin_s), "--end", _fmt(self.end_s),
             "--tripinfo-output", str(self.tripinfo_path),
+            # Trips still under way or waiting to depart at the end, for resco_delay_s.
+            "--tripinfo-output.write-unfinished", "true", "--tripinfo-output.write-undeparted", "true",
             "--log", str(self.log_path),
             "--no-step-log", "true", "--duration-log.disable", "true",
         ]
