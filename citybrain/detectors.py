@@ -66,11 +66,14 @@ class LoopLayout:
     loop_ids: tuple[str, ...]
     loop_lane: np.ndarray          # int32 [loops]: index into Network.lane_ids
     loop_position_m: np.ndarray    # float64 [loops]: from the start of that lane
-    # Detected lanes (every approach lane of a signal), each with one stop-line
-    # loop and, CSR by advance_ptr, its advance loops and the share of each
-    # loop's vehicles that enter this lane.
+    # Detected lanes (every approach lane of a signal), each with, CSR by stop_ptr
+    # and advance_ptr, its stop-line and advance loops and the share of each loop's
+    # vehicles that are this lane's. A stop-line loop is on the lane itself unless
+    # the lane is too short for one (vehicles then wait on the lanes feeding it).
     lane: np.ndarray               # int32 [detected]
-    stop_loop: np.ndarray          # int32 [detected]
+    stop_ptr: np.ndarray           # int32 [detected + 1]
+    stop_loop: np.ndarray          # int32
+    stop_share: np.ndarray         # float64
     advance_ptr: np.ndarray        # int32 [detected + 1]
     advance_loop: np.ndarray       # int32
     advance_share: np.ndarray      # float64
@@ -91,51 +94,90 @@ def standard_layout(network: Network, config: DetectorConfig = DetectorConfig())
         return loops.setdefault(key, len(loops))
 
     lanes = np.unique(network.move_in_lane)
-    stop_loop, advance_ptr, advance_loop, advance_share, capacity, crossing = [], [0], [], [], [], []
+    stop, advance = _Csr(), _Csr()
+    capacity, crossing = [], []
     for lane in lanes:
-        length = float(network.lane_length_m[lane])
         speed = max(float(network.lane_speed_mps[lane]), 1.0)
-        stop_loop.append(loop_at(lane, max(0.0, length - config.stop_line_setback_m)))
-        distance_m = max(config.min_advance_m, config.advance_travel_s * speed)
-        first, last = int(network.zone_ptr[lane]), int(network.zone_ptr[lane + 1])
-        has_upstream = np.zeros(last - first, dtype=bool)
-        for k in range(first, last):
-            parent = int(network.zone_parent[k])
-            if parent >= 0:
-                has_upstream[parent - first] = True
-        covered_m = 0.0
-        for k in range(first, last):
-            member = int(network.zone_lane[k])
-            offset, member_length = float(network.zone_offset_m[k]), float(network.lane_length_m[member])
-            share = float(network.zone_weight[k])
-            if offset <= distance_m < offset + member_length:
-                position = member_length - (distance_m - offset)
-            elif offset + member_length <= distance_m and not has_upstream[k - first]:
-                position = min(1.0, member_length / 2)   # the approach starts here
-            else:
-                covered_m += share * max(0.0, min(member_length, distance_m - offset))
-                continue
-            covered_m += share * (member_length - position)
-            advance_loop.append(loop_at(member, position))
-            advance_share.append(share)
-        advance_ptr.append(len(advance_loop))
+        advance_m = max(config.min_advance_m, config.advance_travel_s * speed)
+        for distance_m, csr in ((config.stop_line_setback_m, stop), (advance_m, advance)):
+            for member, position, share in _on_approach(network, lane, distance_m):
+                csr.add(loop_at(member, position), share)
+            csr.close()
+        covered_m = _approach_length(network, lane, advance_m) - _approach_length(network, lane,
+                                                                                  config.stop_line_setback_m)
         capacity.append(max(1.0, covered_m / config.jam_spacing_m))
         crossing.append(covered_m / speed)
 
     keys = list(loops)
-    loop_lane = np.array([lane for lane, _ in keys], dtype=np.int32)
     return LoopLayout(
         loop_ids=tuple(f"citybrain_{network.lane_ids[lane]}_{position:g}" for lane, position in keys),
-        loop_lane=loop_lane,
+        loop_lane=np.array([lane for lane, _ in keys], dtype=np.int32),
         loop_position_m=np.array([position for _, position in keys], dtype=np.float64),
         lane=lanes.astype(np.int32),
-        stop_loop=np.array(stop_loop, dtype=np.int32),
-        advance_ptr=np.array(advance_ptr, dtype=np.int32),
-        advance_loop=np.array(advance_loop, dtype=np.int32),
-        advance_share=np.array(advance_share, dtype=np.float64),
+        stop_ptr=stop.pointers(), stop_loop=stop.loops(), stop_share=stop.shares(),
+        advance_ptr=advance.pointers(), advance_loop=advance.loops(), advance_share=advance.shares(),
         capacity_veh=np.array(capacity, dtype=np.float64),
         crossing_s=np.array(crossing, dtype=np.float64),
     )
+
+
+class _Csr:
+    def __init__(self):
+        self.ptr, self.loop, self.share = [0], [], []
+
+    def add(self, loop: int, share: float) -> None:
+        self.loop.append(loop)
+        self.share.append(share)
+
+    def close(self) -> None:
+        self.ptr.append(len(self.loop))
+
+    def pointers(self) -> np.ndarray:
+        return np.array(self.ptr, dtype=np.int32)
+
+    def loops(self) -> np.ndarray:
+        return np.array(self.loop, dtype=np.int32)
+
+    def shares(self) -> np.ndarray:
+        return np.array(self.share, dtype=np.float64)
+
+
+def _zone_members(network: Network, lane: int):
+    """(member lane, distance from the stop line to its downstream end, length, share,
+    whether the approach goes on upstream of it) over the lane's detection zone."""
+    first, last = int(network.zone_ptr[lane]), int(network.zone_ptr[lane + 1])
+    fed = np.zeros(last - first, dtype=bool)
+    for k in range(first, last):
+        parent = int(network.zone_parent[k])
+        if parent >= 0:
+            fed[parent - first] = True
+    for k in range(first, last):
+        member = int(network.zone_lane[k])
+        yield (member, float(network.zone_offset_m[k]), float(network.lane_length_m[member]),
+               float(network.zone_weight[k]), bool(fed[k - first]))
+
+
+def _on_approach(network: Network, lane: int, distance_m: float):
+    """Where the approach to `lane` is `distance_m` from its stop line: (lane, position
+    from that lane's start, share) on each branch; a branch that starts sooner (at a
+    signal, or the network's edge) gets its place at its start."""
+    for member, offset, length, share, fed in _zone_members(network, lane):
+        if offset <= distance_m < offset + length:
+            yield member, length - (distance_m - offset), share
+        elif offset + length <= distance_m and not fed:
+            yield member, min(1.0, length / 2), share
+
+
+def _approach_length(network: Network, lane: int, distance_m: float) -> float:
+    """Lane length (weighted by share) of the approach within distance_m of the stop line,
+    up to where _on_approach places a loop at that distance."""
+    total = 0.0
+    for _, offset, length, share, fed in _zone_members(network, lane):
+        if offset + length <= distance_m and not fed:
+            total += share * (length - min(1.0, length / 2))
+        else:
+            total += share * max(0.0, min(length, distance_m - offset))
+    return total
 
 
 class LoopEstimator:
@@ -164,7 +206,8 @@ class LoopEstimator:
         self.last_time_s = time_s
         layout, config = self.layout, self.config
         self.kernels.estimate_loop_queues(
-            passed_veh, occupied, elapsed_s, layout.lane, layout.stop_loop, layout.advance_ptr,
+            passed_veh, occupied, elapsed_s, layout.lane, layout.stop_ptr, layout.stop_loop, layout.stop_share,
+            layout.advance_ptr,
             layout.advance_loop, layout.advance_share, layout.capacity_veh, layout.crossing_s,
             config.standing_occupancy, config.empty_after_extra_s,
             self.queue_veh, self.in_transit_veh, self.quiet_s, vehicles, halting, occupancy)

@@ -67,7 +67,8 @@ def note_discharge(halting, previous_halting, time_s, last_discharge_s):
 
 
 @jit
-def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_loop, advance_ptr, advance_loop, advance_share,
+def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_loop, stop_share, advance_ptr,
+                         advance_loop, advance_share,
                          capacity_veh, crossing_s, standing_occupancy, empty_after_extra_s,
                          queue_veh, in_transit_veh, quiet_s, vehicles, halting, occupancy):
     """Input-output counting between each detected lane's advance and stop-line
@@ -82,9 +83,13 @@ def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_loop, advan
             arrived += advance_share[k] * passed_veh[loop]
             if occupied[loop] >= standing_occupancy:
                 spilled = True
-        stop = stop_loop[i]
-        departed = passed_veh[stop]
-        at_line = occupied[stop]
+        departed = 0.0
+        at_line = 0.0
+        for k in range(stop_ptr[i], stop_ptr[i + 1]):
+            loop = stop_loop[k]
+            departed += stop_share[k] * passed_veh[loop]
+            if occupied[loop] > at_line:
+                at_line = occupied[loop]
         count = queue_veh[i] + arrived - departed
         if spilled and count < capacity_veh[i]:
             count = capacity_veh[i]           # the queue reaches back over the advance loop

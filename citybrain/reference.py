@@ -20,6 +20,14 @@ def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
     return np.bincount(owner, weights=values, minlength=len(ptr) - 1)
 
 
+def _segment_max(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
+    """Largest value per segment, 0 for an empty one (values are non-negative)."""
+    out = np.zeros(len(ptr) - 1)
+    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    np.maximum.at(out, owner, values)
+    return out
+
+
 def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, out):
     members = zone_lane
     demand = halting[members] + moving_weight * (vehicles[members] - halting[members])
@@ -164,12 +172,14 @@ def discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out
                    term_weight[blocked] * (demand[term_in[blocked]] - demand[term_out[blocked]]))
 
 
-def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_loop, advance_ptr, advance_loop, advance_share,
+def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_loop, stop_share, advance_ptr,
+                         advance_loop, advance_share,
                          capacity_veh, crossing_s, standing_occupancy, empty_after_extra_s,
                          queue_veh, in_transit_veh, quiet_s, vehicles, halting, occupancy):
     arrived = _segment_sum(advance_share * passed_veh[advance_loop], advance_ptr)
     spilled = _segment_sum((occupied[advance_loop] >= standing_occupancy).astype(float), advance_ptr) > 0
-    departed, at_line = passed_veh[stop_loop], occupied[stop_loop]
+    departed = _segment_sum(stop_share * passed_veh[stop_loop], stop_ptr)
+    at_line = _segment_max(occupied[stop_loop], stop_ptr)
     count = queue_veh + arrived - departed
     count = np.where(spilled, np.maximum(count, capacity_veh), count)
     count = np.where(at_line > 0, np.maximum(count, 1.0), count)

@@ -16,10 +16,17 @@ def test_layout_places_a_stop_line_loop_and_advance_loops_on_every_approach(resc
     layout = standard_layout(net)
     approaches = np.unique(net.move_in_lane)
     assert np.array_equal(layout.lane, approaches)
-    # The stop-line loop is on the approach lane itself, 3 m before the line (or at its start).
-    assert np.array_equal(layout.loop_lane[layout.stop_loop], approaches)
-    expected = np.maximum(net.lane_length_m[approaches] - DetectorConfig().stop_line_setback_m, 0.0)
-    np.testing.assert_allclose(layout.loop_position_m[layout.stop_loop], expected, atol=0.05)
+    # The stop-line loop is on the approach lane itself, 3 m before the line, where the
+    # lane is long enough; on a shorter one, vehicles wait on the lanes feeding it.
+    setback = DetectorConfig().stop_line_setback_m
+    long_enough = net.lane_length_m[approaches] > setback
+    first_stop = layout.stop_loop[layout.stop_ptr[:-1]]
+    assert np.array_equal(layout.loop_lane[first_stop][long_enough], approaches[long_enough])
+    np.testing.assert_allclose(layout.loop_position_m[first_stop][long_enough],
+                               net.lane_length_m[approaches][long_enough] - setback, atol=0.05)
+    assert (~long_enough).any()
+    short_stop = np.repeat(~long_enough, np.diff(layout.stop_ptr))
+    assert (layout.loop_lane[layout.stop_loop[short_stop]] != np.repeat(approaches, np.diff(layout.stop_ptr))[short_stop]).all()
     # Every approach has advance loops, each carrying its share of the approach's arrivals
     # (a feeder lane split over k lanes gives each 1/k), and short turn-bay lanes get
     # theirs upstream, on the lanes feeding them.

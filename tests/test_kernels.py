@@ -246,7 +246,7 @@ def test_estimate_loop_queues_matches_reference_over_many_periods(seed):
     rng = np.random.default_rng(seed)
     n_loops, n_detected, n_lanes = 60, 40, 80
     lane = rng.choice(n_lanes, n_detected, replace=False).astype(np.int32)
-    stop_loop = rng.integers(0, n_loops, n_detected).astype(np.int32)
+    stop_ptr, stop_loop, stop_share = csr(rng, n_detected, 2, n_loops)
     advance_ptr, advance_loop, advance_share = csr(rng, n_detected, 2, n_loops)
     capacity = rng.uniform(1.0, 12.0, n_detected)
     crossing = np.where(rng.random(n_detected) < 0.1, 0.0, rng.uniform(1.0, 8.0, n_detected))
@@ -257,8 +257,9 @@ def test_estimate_loop_queues_matches_reference_over_many_periods(seed):
         outputs = []
         for ops, (queue, transit, quiet) in zip((kernels, reference), states):
             frame = tuple(np.zeros(n_lanes) for _ in range(3))
-            ops.estimate_loop_queues(passed, occupied, 1.0, lane, stop_loop, advance_ptr, advance_loop, advance_share,
-                                     capacity, crossing, 0.95, 2.0, queue, transit, quiet, *frame)
+            ops.estimate_loop_queues(passed, occupied, 1.0, lane, stop_ptr, stop_loop, stop_share, advance_ptr,
+                                     advance_loop, advance_share, capacity, crossing, 0.95, 2.0, queue, transit,
+                                     quiet, *frame)
             outputs.append((queue, transit, quiet, *frame))
         for fast, slow in zip(*outputs):
             np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
