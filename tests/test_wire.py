@@ -245,19 +245,24 @@ def gateway(endpoint, out, *args, background=False, scenario=SHORT):
     return run
 
 
-def test_over_the_wire_equals_in_process(tmp_path):
+@pytest.mark.parametrize("detectors", ["lanes", "loops"])
+def test_over_the_wire_equals_in_process(tmp_path, detectors):
     """On the 3x3 grid with emergency vehicles: their sightings go to the engine
-    as camera frames, and its preemption reaches SUMO through the gateway."""
+    as camera frames, and its preemption reaches SUMO through the gateway. With
+    loops, the gateway sends the lane counts it estimated from them."""
     proc, endpoint, _ = start_serve("--bind", "tcp://127.0.0.1:*")
     try:
-        gateway(endpoint, tmp_path / "wire.json", scenario=EV_SCENARIO)
+        gateway(endpoint, tmp_path / "wire.json", "--detectors", detectors, scenario=EV_SCENARIO)
     finally:
         stop_serve(proc)
-    sim = citybrain("simulate", str(EV_SCENARIO), "--controller", "citybrain", "--json", str(tmp_path / "sim.json"))
+    sim = citybrain("simulate", str(EV_SCENARIO), "--controller", "citybrain", "--detectors", detectors,
+                    "--json", str(tmp_path / "sim.json"))
     assert sim.returncode == 0, sim.stderr
     wire = json.loads((tmp_path / "wire.json").read_text())["controllers"]["citybrain"]
     local = json.loads((tmp_path / "sim.json").read_text())["controllers"]["citybrain"]
     assert wire["gateway"]["engine_steps"] == 300 and wire["gateway"]["local_steps"] == 0
+    assert wire["gateway"]["notices"] == {}      # the engine accepted every frame
+    assert wire["detectors"] == local["detectors"] == detectors
     assert local["ev_count"] == 2 and local["emergency"]["preemption"]["entries"] > 0
     for key in (*KEYS, "ev_count", "ev_mean_delay_s", "ev_mean_stops", "emergency_braking"):
         assert wire[key] == local[key], key
