@@ -242,7 +242,7 @@ def scale(sizes: list[int], seconds: float = 60.0, cache: Path = DEFAULT_CACHE,
 # -- scenarios ---------------------------------------------------------------
 
 def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tuple[int, ...],
-              workers: int | None = None, end_s: float | None = None, detectors: str = "lanes",
+              workers: int | None = None, end_s: float | None = None, detectors: str = "auto",
               progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
     """Every controller on every scenario and seed, one simulation per process, as many as cores.
     `detectors`: what our controllers see (run.RunOptions.detectors)."""
@@ -408,6 +408,8 @@ def scenarios_markdown(report: dict, published: dict[str, dict[str, str]]) -> st
     loaded, arrived or not), each beside RESCO's published figures."""
     seeds = ", ".join(map(str, report["seeds"]))
     detectors = report.get("detectors", "lanes")
+    if detectors == "auto":
+        detectors = "auto (exact lane counts where a scenario defines no induction loops)"
     arrived = _delay_table(report, published, "mean_delay_s", "delay_std_s",
                            f"Mean delay of arrived vehicles, s (mean ± std over seeds {seeds}); our controllers "
                            f"see detectors: {detectors}; violations summed over all runs of our controllers.")

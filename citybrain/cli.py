@@ -70,7 +70,7 @@ def _options(args) -> RunOptions:
     preemption = PreemptionConfig(enabled=not getattr(args, "no_preemption", False))
     return RunOptions(backend=args.backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
                       preemption=preemption, pace=getattr(args, "pace", None),
-                      detectors=getattr(args, "detectors", "lanes"))
+                      detectors=getattr(args, "detectors", "auto"))
 
 
 def _write_json(report: dict, path: str | None) -> None:
@@ -277,9 +277,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool 
 
 
 def _add_detectors_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--detectors", choices=DETECTOR_MODES, default="lanes",
-                        help="what our controllers see: lanes (exact lane counts) or loops (stop-line and "
-                             "advance induction loops placed on every approach; see README) (default lanes)")
+    parser.add_argument("--detectors", choices=DETECTOR_MODES, default="auto",
+                        help="what our controllers see: lanes (exact lane counts), loops (stop-line and advance "
+                             "induction loops placed on every approach), scenario (the scenario's own induction "
+                             "loops), auto (scenario if it defines loops, else lanes) (default auto)")
 
 
 def _add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,12 +31,16 @@ import numpy as np
 from . import kernels as compiled_kernels
 from .frame import DetectorFrame
 from .network import Network
+from .scenario import InductionLoop
 
-__all__ = ["DETECTOR_MODES", "DetectorConfig", "LoopLayout", "LoopEstimator", "standard_layout"]
+__all__ = ["DETECTOR_MODES", "DetectorConfig", "LoopLayout", "LoopEstimator", "standard_layout",
+           "layout_from_loops", "scenario_layout"]
 
 # "lanes": every lane's exact counts (perfect detection); "loops": a standard
-# stop-line plus advance loop layout generated for the net.
-DETECTOR_MODES = ("lanes", "loops")
+# stop-line plus advance loop layout generated for the net; "scenario": the
+# induction loops the scenario itself defines; "auto": "scenario" where it
+# defines loops on approach lanes, else "lanes".
+DETECTOR_MODES = ("auto", "lanes", "loops", "scenario")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class DetectorConfig:
     # seconds from the stop line (a common advance-detector rule).
     advance_travel_s: float = 5.0
     min_advance_m: float = 15.0
+    # A scenario's own loop this close to the stop line counts as its stop-line loop;
+    # further upstream, as an advance loop.
+    stop_line_zone_m: float = 10.0
     # A loop occupied for this share of a period has a vehicle standing on it.
     standing_occupancy: float = 0.95
     # Road length one queued vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
@@ -108,12 +115,91 @@ def standard_layout(network: Network, config: DetectorConfig = DetectorConfig())
         capacity.append(max(1.0, covered_m / config.jam_spacing_m))
         crossing.append(covered_m / speed)
 
-    keys = list(loops)
+    return _layout(network, loops, list(lanes), stop, advance, capacity, crossing)
+
+
+def layout_from_loops(network: Network, loops: list[tuple[int, float]],
+                      config: DetectorConfig = DetectorConfig()) -> LoopLayout:
+    """A layout from loops someone else placed: (lane index, position from the lane's
+    start). On each approach, the loops within `stop_line_zone_m` of the stop line
+    nearest to it are its stop-line loops, and the most upstream loop of each branch
+    beyond that its advance loops. Approach lanes without a stop-line loop get no
+    estimate (they read zero, as they would in the field)."""
+    positions: dict[int, list[float]] = {}
+    for lane, position in loops:
+        positions.setdefault(lane, []).append(position)
+    registry: dict[tuple[int, float], int] = {}
+
+    def loop_at(lane: int, position_m: float) -> int:
+        return registry.setdefault((lane, round(position_m, 1)), len(registry))
+
+    detected, capacity, crossing = [], [], []
+    stop, advance = _Csr(), _Csr()
+    for lane in np.unique(network.move_in_lane):
+        members = list(_zone_members(network, lane))
+        near: dict[int, tuple[float, float]] = {}     # member -> (position, distance) of its loop nearest the line
+        far: dict[int, tuple[float, float]] = {}      # member -> its most upstream loop beyond the stop-line zone
+        for j, (member, offset, length, _, _, _) in enumerate(members):
+            for position in positions.get(member, ()):
+                distance = offset + length - position
+                if distance <= config.stop_line_zone_m:
+                    if j not in near or distance < near[j][1]:
+                        near[j] = (position, distance)
+                elif j not in far or distance > far[j][1]:
+                    far[j] = (position, distance)
+        # Stop-line loops nearest the line on each branch; advance loops furthest out on each.
+        near = {j: v for j, v in near.items() if not any(a in near for a in _ancestors(members, j))}
+        covered = {a for j in far for a in _ancestors(members, j)}
+        far = {j: v for j, v in far.items() if j not in covered}
+        if not near:
+            continue
+        speed = max(float(network.lane_speed_mps[lane]), 1.0)
+        for chosen, csr in ((near, stop), (far, advance)):
+            for j, (position, _) in chosen.items():
+                csr.add(loop_at(members[j][0], position), members[j][3])
+            csr.close()
+        stop_m = min(distance for _, distance in near.values())
+        advance_m = max((distance for _, distance in far.values()), default=stop_m)
+        covered_m = _approach_length(network, lane, advance_m) - _approach_length(network, lane, stop_m)
+        detected.append(lane)
+        capacity.append(max(1.0, covered_m / config.jam_spacing_m))
+        crossing.append(covered_m / speed)
+    return _layout(network, registry, detected, stop, advance, capacity, crossing)
+
+
+def scenario_layout(network: Network, loops: tuple[InductionLoop, ...],
+                    config: DetectorConfig = DetectorConfig()) -> LoopLayout | None:
+    """The layout of a scenario's own induction loops, or None when none of them
+    serves an approach lane of a signal. Loops on lanes the net's signals do not
+    see are ignored."""
+    lane_index = {lane_id: i for i, lane_id in enumerate(network.lane_ids)}
+    placed = []
+    for loop in loops:
+        lane = lane_index.get(loop.lane)
+        if lane is not None:
+            length = float(network.lane_length_m[lane])
+            placed.append((lane, min(max(loop.position_m + length if loop.position_m < 0 else loop.position_m,
+                                         0.0), length)))
+    layout = layout_from_loops(network, placed, config)
+    return layout if len(layout.lane) else None
+
+
+def _ancestors(members: list, j: int):
+    """Local indices of the members downstream of member j, towards the approach lane."""
+    parent = members[j][5]
+    while parent >= 0:
+        yield parent
+        parent = members[parent][5]
+
+
+def _layout(network: Network, registry: dict[tuple[int, float], int], detected: list[int], stop: "_Csr",
+            advance: "_Csr", capacity: list[float], crossing: list[float]) -> LoopLayout:
+    keys = list(registry)
     return LoopLayout(
         loop_ids=tuple(f"citybrain_{network.lane_ids[lane]}_{position:g}" for lane, position in keys),
         loop_lane=np.array([lane for lane, _ in keys], dtype=np.int32),
         loop_position_m=np.array([position for _, position in keys], dtype=np.float64),
-        lane=lanes.astype(np.int32),
+        lane=np.array(detected, dtype=np.int32),
         stop_ptr=stop.pointers(), stop_loop=stop.loops(), stop_share=stop.shares(),
         advance_ptr=advance.pointers(), advance_loop=advance.loops(), advance_share=advance.shares(),
         capacity_veh=np.array(capacity, dtype=np.float64),
@@ -144,7 +230,8 @@ class _Csr:
 
 def _zone_members(network: Network, lane: int):
     """(member lane, distance from the stop line to its downstream end, length, share,
-    whether the approach goes on upstream of it) over the lane's detection zone."""
+    whether the approach goes on upstream of it, the local index of the member
+    downstream of it or -1) over the lane's detection zone."""
     first, last = int(network.zone_ptr[lane]), int(network.zone_ptr[lane + 1])
     fed = np.zeros(last - first, dtype=bool)
     for k in range(first, last):
@@ -153,15 +240,16 @@ def _zone_members(network: Network, lane: int):
             fed[parent - first] = True
     for k in range(first, last):
         member = int(network.zone_lane[k])
+        parent = int(network.zone_parent[k])
         yield (member, float(network.zone_offset_m[k]), float(network.lane_length_m[member]),
-               float(network.zone_weight[k]), bool(fed[k - first]))
+               float(network.zone_weight[k]), bool(fed[k - first]), parent - first if parent >= 0 else -1)
 
 
 def _on_approach(network: Network, lane: int, distance_m: float):
     """Where the approach to `lane` is `distance_m` from its stop line: (lane, position
     from that lane's start, share) on each branch; a branch that starts sooner (at a
     signal, or the network's edge) gets its place at its start."""
-    for member, offset, length, share, fed in _zone_members(network, lane):
+    for member, offset, length, share, fed, _ in _zone_members(network, lane):
         if offset <= distance_m < offset + length:
             yield member, length - (distance_m - offset), share
         elif offset + length <= distance_m and not fed:
@@ -172,7 +260,7 @@ def _approach_length(network: Network, lane: int, distance_m: float) -> float:
     """Lane length (weighted by share) of the approach within distance_m of the stop line,
     up to where _on_approach places a loop at that distance."""
     total = 0.0
-    for _, offset, length, share, fed in _zone_members(network, lane):
+    for _, offset, length, share, fed, _ in _zone_members(network, lane):
         if offset + length <= distance_m and not fed:
             total += share * (length - min(1.0, length / 2))
         else:

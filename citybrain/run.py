@@ -51,7 +51,7 @@ class RunOptions:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     pace: float | None = None     # simulated s per wall s; None: as fast as possible
-    detectors: str = "lanes"      # what controllers see: "lanes" (exact counts) or "loops" (see detectors.py)
+    detectors: str = "auto"       # what controllers see: detectors.DETECTOR_MODES
 
 
 def simulate(scenario_path: str | Path, controller_name: str, options: RunOptions = RunOptions(),
@@ -141,8 +141,8 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         "emergency": {**sim.emergency_audit.as_dict(),
                       "preemption": None if preemption is None else preemption.counts.as_dict()},
         "signals": network.n_signals,
-        # SUMO's own programs read SUMO's own detectors, whatever the mode.
-        "detectors": "native" if native else options.detectors,
+        # The mode this run used ("auto" resolved; "native": SUMO's own programs and detectors).
+        "detectors": sim.detectors,
         "simulated_s": sim.end_s - sim.begin_s,
         "wall_s": round(time.perf_counter() - started, 3),
         "engine_s": round(timing["engine_s"], 3),

@@ -5,11 +5,20 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Scenario", "ScenarioError", "load_scenario"]
+__all__ = ["Scenario", "ScenarioError", "InductionLoop", "load_scenario"]
 
 
 class ScenarioError(ValueError):
     """A scenario that cannot be run, naming the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class InductionLoop:
+    """An E1 detector the scenario defines (in its additional files)."""
+
+    loop_id: str
+    lane: str
+    position_m: float       # from the lane's start; negative: from its end (SUMO's convention)
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,25 @@ class Scenario:
     def window(self, begin_s: float | None = None, end_s: float | None = None) -> tuple[float, float]:
         """The simulated interval: the given bounds, else the scenario's own."""
         return (self.begin_s if begin_s is None else begin_s, self.end_s if end_s is None else end_s)
+
+    def induction_loops(self) -> tuple[InductionLoop, ...]:
+        """Every E1 induction loop in the scenario's additional files."""
+        loops = []
+        for path in self.additional_files:
+            try:
+                root = ET.parse(path).getroot()
+            except ET.ParseError as exc:
+                raise ScenarioError(f"{path}: not valid XML ({exc})") from exc
+            for element in root.iter():
+                if element.tag not in ("inductionLoop", "e1Detector"):
+                    continue
+                loop_id, lane, position = element.get("id"), element.get("lane"), element.get("pos")
+                try:
+                    loops.append(InductionLoop(str(loop_id), str(lane), float(position)))
+                except (TypeError, ValueError):
+                    raise ScenarioError(f"{path}: <{element.tag} id={loop_id!r}> needs a lane and a numeric pos "
+                                        f"(got lane={lane!r} pos={position!r})") from None
+        return tuple(loops)
 
 
 def load_scenario(path: str | Path) -> Scenario:

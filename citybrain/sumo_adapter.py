@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .detectors import DETECTOR_MODES, LoopEstimator, LoopLayout, standard_layout
+from .detectors import DETECTOR_MODES, LoopEstimator, LoopLayout, scenario_layout, standard_layout
 from .engine import SignalCommands
 from .frame import DetectorFrame, EmergencyVehicle
 from .network import Network
-from .scenario import Scenario
+from .scenario import Scenario, ScenarioError
 from .sumo_home import ensure_sumo_home, sumo_binary
 
 __all__ = ["SumoSimulation", "SumoOptions", "EmergencyAudit", "BACKENDS", "count_emergency_braking"]
@@ -36,7 +36,7 @@ class SumoOptions:
     begin_s: float | None = None
     end_s: float | None = None
     native_program: str | None = None   # None: we control signals; else "static" or "actuated"
-    detectors: str = "lanes"            # one of DETECTOR_MODES: what read_frame sees
+    detectors: str = "auto"             # one of DETECTOR_MODES: what read_frame sees
     control_period_s: float = 1.0       # time between read_frame calls (loops aggregate over it)
 
 
@@ -67,13 +67,27 @@ class SumoSimulation:
         self.emergency_ids: list[str] = []          # every emergency vehicle that departed, in order
         self._emergency_now: list[str] = []         # those still driving
         self.emergency_audit = EmergencyAudit()
-        self.loops: LoopLayout | None = None
+        self.detectors, self.loops = self._detector_layout(options.detectors)
         self._estimator: LoopEstimator | None = None
-        if options.detectors == "loops" and options.native_program is None:
-            self.loops = standard_layout(network)
+        if self.loops is not None:
             self._estimator = LoopEstimator(network, self.loops)
             self._passed = np.zeros(self.loops.n_loops)
             self._occupied = np.zeros(self.loops.n_loops)
+
+    def _detector_layout(self, mode: str) -> tuple[str, LoopLayout | None]:
+        """The mode this run uses ("auto" resolved) and its loops, if any."""
+        if self.options.native_program is not None:
+            return "native", None       # SUMO's own programs read SUMO's own detectors
+        if mode == "loops":
+            return mode, standard_layout(self.network)
+        if mode in ("auto", "scenario"):
+            layout = scenario_layout(self.network, self.scenario.induction_loops())
+            if layout is not None:
+                return "scenario", layout
+            if mode == "scenario":
+                raise ScenarioError(f"{self.scenario.config}: --detectors scenario, but its additional files "
+                                    "define no induction loop on an approach lane of a signal")
+        return "lanes", None
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self) -> "SumoSimulation":
@@ -277,7 +291,9 @@ class SumoSimulation:
 
 
     def _write_loops(self) -> Path:
-        """The loop layout as SUMO E1 detectors aggregating over one control period."""
+        """The loop layout as SUMO E1 detectors aggregating over one control period
+        (a scenario's own loops get a twin of ours at the same place, since theirs
+        aggregate over whatever period the scenario chose)."""
         period = _fmt(self.options.control_period_s)
         lines = ["<additional>"]
         for loop_id, lane, position in zip(self.loops.loop_ids, self.loops.loop_lane, self.loops.loop_position_m):

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from citybrain.detectors import DetectorConfig, standard_layout
+from citybrain.detectors import DetectorConfig, scenario_layout, standard_layout
 from citybrain.network import load_network
 from citybrain.run import RunOptions, simulate
-from citybrain.scenario import load_scenario
+from citybrain.scenario import ScenarioError, load_scenario
 from citybrain.sumo_adapter import SumoOptions, SumoSimulation
 
 from .conftest import SHORT
@@ -68,3 +68,56 @@ def test_citybrain_runs_on_loops_alone_and_safely(backend):
     assert result["throughput_veh"] > 30
     exact = simulate(SHORT, "citybrain", RunOptions(backend=backend, end_s=200))
     assert result["mean_delay_s"] != exact["mean_delay_s"]   # it really saw something else
+
+
+def scenario_with_loops(tmp_path, layout, net, name="looped"):
+    """grid3x3-short plus an additional file defining `layout`'s loops as the
+    scenario's own, aggregating over 900 s (not our control period)."""
+    scenario = load_scenario(SHORT)
+    loops = "".join(f'<inductionLoop id="det{j}" lane="{net.lane_ids[lane]}" pos="{position:.2f}" period="900" '
+                    f'file="NUL"/>' for j, (lane, position) in enumerate(zip(layout.loop_lane, layout.loop_position_m)))
+    (tmp_path / "loops.add.xml").write_text(f"<additional>{loops}</additional>")
+    routes = ",".join(str(r) for r in scenario.route_files)
+    config = tmp_path / f"{name}.sumocfg"
+    config.write_text(f'<configuration><input><net-file value="{scenario.net_file}"/>'
+                      f'<route-files value="{routes}"/><additional-files value="loops.add.xml"/></input>'
+                      f'<time><begin value="0"/><end value="300"/></time></configuration>')
+    return config
+
+
+def test_a_scenarios_own_loops_are_found_and_read_like_ours(tmp_path):
+    """auto picks the scenario's own loops; placed where ours would be, they give the same frames."""
+    net = load_network(load_scenario(SHORT).net_file)
+    config = scenario_with_loops(tmp_path, standard_layout(net), net)
+    frames = {}
+    for mode, path in (("loops", SHORT), ("auto", config)):
+        with SumoSimulation(load_scenario(path), net, SumoOptions(detectors=mode, end_s=150)) as sim:
+            assert sim.detectors == ("scenario" if mode == "auto" else "loops")
+            frames[mode] = []
+            while sim.running():
+                frame = sim.read_frame()
+                frames[mode].append(np.concatenate([frame.vehicles, frame.halting, frame.occupancy]))
+                sim.advance(1.0)
+    assert np.array(frames["loops"]).any()
+    # Equal up to the space between the loops (vehicles fitting in it, within 0.01): ours
+    # measure it from where they are computed, the scenario's from its file (to 0.1 m).
+    np.testing.assert_allclose(np.array(frames["auto"]), np.array(frames["loops"]), atol=0.01)
+
+
+def test_scenario_loops_without_a_stop_line_loop_leave_the_lane_unread(tmp_path):
+    net = load_network(load_scenario(SHORT).net_file)
+    layout = standard_layout(net)
+    keep = np.ones(layout.n_loops, dtype=bool)
+    keep[layout.stop_loop[:5]] = False                     # five approaches lose their stop-line loop
+    partial = type(layout)(**{**layout.__dict__, "loop_lane": layout.loop_lane[keep],
+                              "loop_position_m": layout.loop_position_m[keep]})
+    found = scenario_layout(net, load_scenario(scenario_with_loops(tmp_path, partial, net)).induction_loops())
+    assert len(found.lane) == len(layout.lane) - 5
+    assert not set(layout.lane[:5]) & set(found.lane)
+
+
+def test_scenario_mode_needs_loops_and_auto_falls_back_to_lanes():
+    result = simulate(SHORT, "maxpressure", RunOptions(end_s=30))
+    assert result["detectors"] == "lanes"
+    with pytest.raises(ScenarioError, match="no induction loop"):
+        simulate(SHORT, "maxpressure", RunOptions(end_s=30, detectors="scenario"))
