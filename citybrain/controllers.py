@@ -48,37 +48,41 @@ class Controller(Protocol):
 
 
 class _PressureController:
-    """Shared machinery: demand per detection zone, pressure per phase, phase choice."""
+    """Shared machinery: demand per detection zone, pressure per phase, phase choice,
+    all in one compiled call (`kernels.decide_pressure`)."""
 
     name = ""
 
     # Weight of a moving vehicle in a zone relative to a halted one (0: queues only).
     moving_weight = 0.0
+    # A green lane that has not discharged for this long stops counting for its phase (0: never).
+    blocked_after_s = 0.0
 
     def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
         self.network = network
         self.config = config
         self.kernels = kernels
+        self.lane_demand = np.zeros(network.n_lanes)
         self.demand = np.zeros(network.n_lanes)
         self.score = np.zeros(network.n_phases)
         self.max_green_s = np.full(network.n_signals, config.max_green_s)
         # Both controllers switch as soon as another phase scores higher (see CityBrainController).
         self.switch_margin = np.zeros(network.n_signals)
+        self.previous_halting = np.zeros(network.n_lanes)
+        self.last_discharge_s = np.zeros(network.n_lanes)
+        self._started = False
 
     def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
-        net, ops = self.network, self.kernels
-        ops.zone_demand(frame.halting, frame.vehicles, self.moving_weight, net.zone_ptr, net.zone_lane,
-                        net.zone_weight, self.demand)
-        # The same demand measure upstream and downstream of every movement.
-        ops.phase_pressure(self.demand, self.demand, net.term_ptr, net.term_in_lane, net.term_out_lane,
-                           net.term_weight, self.score)
-        self._adjust(frame, signals)
-        ops.choose_phases(self.score, net.phase_ptr, signals.green_phase, signals.stage, signals.stage_time_s,
-                          signals.min_green_s, self.max_green_s, self.switch_margin, requested)
-
-
-    def _adjust(self, frame: DetectorFrame, signals: SignalView) -> None:
-        """Change phase scores before the choice (plain max-pressure does not)."""
+        net = self.network
+        if not self._started:
+            self._started = True
+            self.last_discharge_s[:] = frame.time_s   # nothing is known to be blocked at the start
+        self.kernels.decide_pressure(
+            frame.halting, frame.vehicles, frame.time_s, self.moving_weight, net.zone_ptr, net.zone_lane,
+            net.zone_weight, net.term_ptr, net.term_in_lane, net.term_out_lane, net.term_weight, net.phase_ptr,
+            signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, self.max_green_s,
+            self.switch_margin, self.blocked_after_s, self.previous_halting, self.last_discharge_s,
+            self.lane_demand, self.demand, self.score, requested)
 
 
 class MaxPressureController(_PressureController):
@@ -113,20 +117,7 @@ class CityBrainController(_PressureController):
     def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
         super().__init__(network, config, kernels)
         self.moving_weight = config.moving_vehicle_weight
-        self.previous_halting = np.zeros(network.n_lanes)
-        self.last_discharge_s = np.zeros(network.n_lanes)
-        self._started = False
-
-    def _adjust(self, frame: DetectorFrame, signals: SignalView) -> None:
-        net, ops = self.network, self.kernels
-        if not self._started:
-            self._started = True
-            self.last_discharge_s[:] = frame.time_s   # nothing is known to be blocked at the start
-        ops.note_discharge(frame.halting, self.previous_halting, frame.time_s, self.last_discharge_s)
-        ops.discount_blocked_lanes(self.score, self.demand, net.phase_ptr, net.term_ptr, net.term_in_lane,
-                                   net.term_out_lane, net.term_weight, signals.green_phase, signals.stage,
-                                   signals.stage_time_s, self.last_discharge_s, frame.time_s,
-                                   self.config.blocked_after_s)
+        self.blocked_after_s = config.blocked_after_s
 
 
 class FixedTimePlan:

@@ -13,6 +13,7 @@ __all__ = [
     "zone_demand",
     "phase_pressure",
     "choose_phases",
+    "decide_pressure",
     "fixed_time_requests",
     "advance_signals",
     "count_conflicting_greens",
@@ -34,15 +35,18 @@ SCORE_TOLERANCE = 1e-9
 
 
 @jit
-def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, out):
+def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, lane_demand, out):
     """out[l] = sum over the detection zone of lane l of weight * (halted vehicles
-    + moving_weight * moving vehicles): the demand a controller sees on the lane."""
+    + moving_weight * moving vehicles): the demand a controller sees on the lane.
+    lane_demand is scratch: each lane's own term, computed once (lanes sit in
+    several zones)."""
+    for lane in range(halting.shape[0]):
+        queued = halting[lane]
+        lane_demand[lane] = queued + moving_weight * (vehicles[lane] - queued)
     for lane in range(out.shape[0]):
         total = 0.0
         for k in range(zone_ptr[lane], zone_ptr[lane + 1]):
-            member = zone_lane[k]
-            queued = halting[member]
-            total += zone_weight[k] * (queued + moving_weight * (vehicles[member] - queued))
+            total += zone_weight[k] * lane_demand[zone_lane[k]]
         out[lane] = total
 
 
@@ -165,6 +169,24 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
             requested[signal] = best_other
         elif best != current and score[first + best] > score[first + current] + switch_margin[signal] + SCORE_TOLERANCE:
             requested[signal] = best
+
+
+@jit
+def decide_pressure(halting, vehicles, time_s, moving_weight, zone_ptr, zone_lane, zone_weight, term_ptr, term_in,
+                    term_out, term_weight, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s,
+                    switch_margin, blocked_after_s, previous_halting, last_discharge_s, lane_demand, demand, score,
+                    requested):
+    """A pressure controller's whole decision in one call: zone demand, phase
+    pressure, blocked lanes (when blocked_after_s > 0), phase choice."""
+    zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, lane_demand, demand)
+    # The same demand measure upstream and downstream of every movement.
+    phase_pressure(demand, demand, term_ptr, term_in, term_out, term_weight, score)
+    if blocked_after_s > 0.0:
+        note_discharge(halting, previous_halting, time_s, last_discharge_s)
+        discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out, term_weight, green_phase,
+                               stage, stage_time_s, last_discharge_s, time_s, blocked_after_s)
+    choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, switch_margin,
+                  requested)
 
 
 @jit

@@ -10,8 +10,8 @@ import numpy as np
 
 from .kernels import KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
-__all__ = ["zone_demand", "phase_pressure", "choose_phases", "fixed_time_requests", "advance_signals",
-           "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s",
+__all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "fixed_time_requests",
+           "advance_signals", "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s",
            "note_discharge", "discount_blocked_lanes", "estimate_loop_queues"]
 
 
@@ -28,10 +28,9 @@ def _segment_max(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
     return out
 
 
-def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, out):
-    members = zone_lane
-    demand = halting[members] + moving_weight * (vehicles[members] - halting[members])
-    out[:] = _segment_sum(zone_weight * demand, zone_ptr)
+def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, lane_demand, out):
+    lane_demand[:] = halting + moving_weight * (vehicles - halting)
+    out[:] = _segment_sum(zone_weight * lane_demand[zone_lane], zone_ptr)
 
 
 def phase_pressure(upstream, downstream, term_ptr, term_in, term_out, term_weight, out):
@@ -61,6 +60,20 @@ def _first_best(scores, candidates) -> int:
         if best < 0 or scores[p] > scores[best] + SCORE_TOLERANCE:
             best = p
     return best
+
+
+def decide_pressure(halting, vehicles, time_s, moving_weight, zone_ptr, zone_lane, zone_weight, term_ptr, term_in,
+                    term_out, term_weight, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s,
+                    switch_margin, blocked_after_s, previous_halting, last_discharge_s, lane_demand, demand, score,
+                    requested):
+    zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, lane_demand, demand)
+    phase_pressure(demand, demand, term_ptr, term_in, term_out, term_weight, score)
+    if blocked_after_s > 0.0:
+        note_discharge(halting, previous_halting, time_s, last_discharge_s)
+        discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out, term_weight, green_phase,
+                               stage, stage_time_s, last_discharge_s, time_s, blocked_after_s)
+    choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, switch_margin,
+                  requested)
 
 
 def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, dt_s, requested):

@@ -23,8 +23,8 @@ def test_zone_demand_matches_reference(seed):
     halting = np.minimum(vehicles, rng.poisson(2.0, 500))
     for moving_weight in (0.0, 0.25):
         fast, slow = np.zeros(300), np.zeros(300)
-        kernels.zone_demand(halting, vehicles, moving_weight, ptr, idx, w, fast)
-        reference.zone_demand(halting, vehicles, moving_weight, ptr, idx, w, slow)
+        kernels.zone_demand(halting, vehicles, moving_weight, ptr, idx, w, np.zeros(500), fast)
+        reference.zone_demand(halting, vehicles, moving_weight, ptr, idx, w, np.zeros(500), slow)
         np.testing.assert_allclose(fast, slow, rtol=1e-12)
         assert np.any(fast != 0)
 
@@ -265,3 +265,28 @@ def test_estimate_loop_queues_matches_reference_over_many_periods(seed):
             np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
     queue = states[0][0]
     assert (queue > 0).any() and (queue <= capacity).all()
+
+
+@pytest.mark.parametrize("blocked_after_s", [0.0, 6.0])
+def test_decide_pressure_matches_reference(blocked_after_s):
+    rng = np.random.default_rng(7)
+    net = load_network(GRID10_NET)
+    green, stage, elapsed = signal_states(rng, net, 70)
+    vehicles = rng.poisson(3.0, net.n_lanes).astype(np.float64)
+    halting = np.minimum(vehicles, rng.poisson(2.0, net.n_lanes))
+    min_green, max_green = np.full(net.n_signals, 6.0), np.full(net.n_signals, 60.0)
+    last_seen = np.where(rng.random(net.n_lanes) < 0.5, 0.0, 25.0)
+    results = []
+    for ops in (kernels, reference):
+        previous, last = vehicles.copy(), last_seen.copy()
+        out = [np.zeros(net.n_lanes), np.zeros(net.n_lanes), np.zeros(net.n_phases),
+               np.zeros(net.n_signals, dtype=np.int32)]
+        ops.decide_pressure(halting, vehicles, 30.0, 0.25, net.zone_ptr, net.zone_lane, net.zone_weight,
+                            net.term_ptr, net.term_in_lane, net.term_out_lane, net.term_weight, net.phase_ptr,
+                            green, stage, elapsed, min_green, max_green, np.zeros(net.n_signals), blocked_after_s,
+                            previous, last, *out)
+        results.append((previous, last, *out))
+    for fast, slow in zip(*results):
+        np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    requested = results[0][-1]
+    assert (requested >= 0).any() and (requested < 0).any()
