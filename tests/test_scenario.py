@@ -47,3 +47,29 @@ def test_end_before_begin(tmp_path):
 def test_folder_without_config(tmp_path):
     with pytest.raises(ScenarioError, match="exactly one .sumocfg"):
         load_scenario(tmp_path)
+
+
+@pytest.mark.parametrize("body, problem", [
+    ('<additional><inductionLoop id="d1" lane="A0A1_0"/></additional>', "numeric pos"),
+    ('<additional><inductionLoop id="d1" lane="A0A1_0" pos="ten"/></additional>', "numeric pos"),
+    ("<additional><inductionLoop", "not valid XML"),
+])
+def test_broken_detector_definitions_are_named(tmp_path, body, problem):
+    net = load_scenario(SHORT).net_file
+    (tmp_path / "detectors.add.xml").write_text(body)
+    cfg = write_cfg(tmp_path, f'<configuration><input><net-file value="{net}"/>'
+                              '<additional-files value="detectors.add.xml"/></input></configuration>')
+    with pytest.raises(ScenarioError, match=problem) as error:
+        load_scenario(cfg).induction_loops()
+    assert "detectors.add.xml" in str(error.value)
+
+
+def test_induction_loops_are_read_with_their_lane_and_position(tmp_path):
+    net = load_scenario(SHORT).net_file
+    (tmp_path / "d.add.xml").write_text('<additional><inductionLoop id="a" lane="L_0" pos="-5" file="NUL"/>'
+                                        '<e1Detector id="b" lane="M_1" pos="12.5" file="NUL"/>'
+                                        '<laneAreaDetector id="c" lane="M_1" pos="0" length="20"/></additional>')
+    cfg = write_cfg(tmp_path, f'<configuration><input><net-file value="{net}"/>'
+                              '<additional-files value="d.add.xml"/></input></configuration>')
+    loops = load_scenario(cfg).induction_loops()
+    assert [(loop.loop_id, loop.lane, loop.position_m) for loop in loops] == [("a", "L_0", -5.0), ("b", "M_1", 12.5)]
