@@ -38,8 +38,8 @@ __all__ = ["DETECTOR_MODES", "DetectorConfig", "LoopLayout", "LoopEstimator", "s
 
 # "lanes": every lane's exact counts (perfect detection); "loops": a standard
 # stop-line plus advance loop layout generated for the net; "scenario": the
-# induction loops the scenario itself defines; "auto": "scenario" where it
-# defines loops on approach lanes, else "lanes".
+# induction loops and lane-area detectors the scenario itself defines; "auto":
+# "scenario" where it defines some on lanes the signals see, else "lanes".
 DETECTOR_MODES = ("auto", "lanes", "loops", "scenario")
 
 

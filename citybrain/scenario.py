@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Scenario", "ScenarioError", "InductionLoop", "load_scenario"]
+__all__ = ["Scenario", "ScenarioError", "InductionLoop", "LaneAreaDetector", "load_scenario"]
 
 
 class ScenarioError(ValueError):
@@ -19,6 +19,14 @@ class InductionLoop:
     loop_id: str
     lane: str
     position_m: float       # from the lane's start; negative: from its end (SUMO's convention)
+
+
+@dataclass(frozen=True)
+class LaneAreaDetector:
+    """An E2 detector the scenario defines on one lane (a camera or radar zone)."""
+
+    detector_id: str
+    lane: str
 
 
 @dataclass(frozen=True)
@@ -38,21 +46,36 @@ class Scenario:
     def induction_loops(self) -> tuple[InductionLoop, ...]:
         """Every E1 induction loop in the scenario's additional files."""
         loops = []
+        for path, element in self._additional_elements(("inductionLoop", "e1Detector")):
+            loop_id, lane, position = element.get("id"), element.get("lane"), element.get("pos")
+            try:
+                loops.append(InductionLoop(str(loop_id), str(lane), float(position)))
+            except (TypeError, ValueError):
+                raise ScenarioError(f"{path}: <{element.tag} id={loop_id!r}> needs a lane and a numeric pos "
+                                    f"(got lane={lane!r} pos={position!r})") from None
+        return tuple(loops)
+
+    def lane_area_detectors(self) -> tuple[LaneAreaDetector, ...]:
+        """Every single-lane E2 detector in the scenario's additional files (one
+        spanning several lanes cannot say which lane its vehicles are on)."""
+        areas = []
+        for path, element in self._additional_elements(("laneAreaDetector", "e2Detector")):
+            detector_id, lane = element.get("id"), element.get("lane")
+            if detector_id is None:
+                raise ScenarioError(f"{path}: <{element.tag}> without an id")
+            if lane is not None:
+                areas.append(LaneAreaDetector(detector_id, lane))
+        return tuple(areas)
+
+    def _additional_elements(self, tags: tuple[str, ...]):
         for path in self.additional_files:
             try:
                 root = ET.parse(path).getroot()
             except ET.ParseError as exc:
                 raise ScenarioError(f"{path}: not valid XML ({exc})") from exc
             for element in root.iter():
-                if element.tag not in ("inductionLoop", "e1Detector"):
-                    continue
-                loop_id, lane, position = element.get("id"), element.get("lane"), element.get("pos")
-                try:
-                    loops.append(InductionLoop(str(loop_id), str(lane), float(position)))
-                except (TypeError, ValueError):
-                    raise ScenarioError(f"{path}: <{element.tag} id={loop_id!r}> needs a lane and a numeric pos "
-                                        f"(got lane={lane!r} pos={position!r})") from None
-        return tuple(loops)
+                if element.tag in tags:
+                    yield path, element
 
 
 def load_scenario(path: str | Path) -> Scenario:

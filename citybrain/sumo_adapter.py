@@ -67,27 +67,33 @@ class SumoSimulation:
         self.emergency_ids: list[str] = []          # every emergency vehicle that departed, in order
         self._emergency_now: list[str] = []         # those still driving
         self.emergency_audit = EmergencyAudit()
-        self.detectors, self.loops = self._detector_layout(options.detectors)
+        self.detectors, self.loops, self.areas = self._detector_layout(options.detectors)
+        self._area_lanes = np.array(sorted({lane for _, lane in self.areas}), dtype=np.int64)
         self._estimator: LoopEstimator | None = None
         if self.loops is not None:
             self._estimator = LoopEstimator(network, self.loops)
             self._passed = np.zeros(self.loops.n_loops)
             self._occupied = np.zeros(self.loops.n_loops)
 
-    def _detector_layout(self, mode: str) -> tuple[str, LoopLayout | None]:
-        """The mode this run uses ("auto" resolved) and its loops, if any."""
+    def _detector_layout(self, mode: str) -> tuple[str, LoopLayout | None, tuple[tuple[str, int], ...]]:
+        """The mode this run uses ("auto" resolved), its loops if any, and its
+        lane-area detectors as (detector id, lane index)."""
         if self.options.native_program is not None:
-            return "native", None       # SUMO's own programs read SUMO's own detectors
+            return "native", None, ()       # SUMO's own programs read SUMO's own detectors
         if mode == "loops":
-            return mode, standard_layout(self.network)
+            return mode, standard_layout(self.network), ()
         if mode in ("auto", "scenario"):
             layout = scenario_layout(self.network, self.scenario.induction_loops())
-            if layout is not None:
-                return "scenario", layout
+            lane_index = {lane_id: i for i, lane_id in enumerate(self.network.lane_ids)}
+            areas = tuple((area.detector_id, lane_index[area.lane]) for area in self.scenario.lane_area_detectors()
+                          if area.lane in lane_index)
+            if layout is not None or areas:
+                return "scenario", layout, areas
             if mode == "scenario":
                 raise ScenarioError(f"{self.scenario.config}: --detectors scenario, but its additional files "
-                                    "define no induction loop on an approach lane of a signal")
-        return "lanes", None
+                                    "define no induction loop on an approach lane of a signal and no lane-area "
+                                    "detector on a lane the signals see")
+        return "lanes", None, ()
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self) -> "SumoSimulation":
@@ -166,8 +172,8 @@ class SumoSimulation:
                 self._audit_emergency()
 
     def read_frame(self) -> DetectorFrame:
-        if self._estimator is not None:
-            return self._read_loops()
+        if self.detectors not in ("lanes", "native"):
+            return self._read_detectors()
         lane_api = self._api.lane
         if self.options.backend == "traci":
             results = lane_api.getAllSubscriptionResults()
@@ -186,9 +192,41 @@ class SumoSimulation:
         return DetectorFrame(self.time_s, self._vehicles.copy(), self._halting.copy(), self._occupancy.copy(),
                              self._read_emergency())
 
-    def _read_loops(self) -> DetectorFrame:
-        """A frame from the loops alone: what entered each loop in the period just
-        ended and how long it was occupied, turned into lane counts by the estimator."""
+    def _read_detectors(self) -> DetectorFrame:
+        """A frame from the detectors alone. Loops: what entered each in the period
+        just ended and how long it was occupied, turned into lane counts by the
+        estimator. Lane-area detectors: their counts, for their lane, instead."""
+        emergency = self._read_emergency()
+        if self._estimator is not None:
+            frame = self._estimator.frame(self.time_s, *self._read_loops(), emergency)
+        else:
+            n = self.network.n_lanes
+            frame = DetectorFrame(self.time_s, np.zeros(n), np.zeros(n), np.zeros(n), emergency)
+        if self.areas:
+            self._read_areas(frame)
+        return frame
+
+    def _read_areas(self, frame: DetectorFrame) -> None:
+        area_api = self._api.lanearea
+        for values in (frame.vehicles, frame.halting, frame.occupancy):
+            values[self._area_lanes] = 0.0
+        results = area_api.getAllSubscriptionResults() if self.options.backend == "traci" else None
+        for detector_id, lane in self.areas:
+            if results is not None:
+                values = results[detector_id]
+                vehicles, halting, occupancy = values[_VAR_VEHICLES], values[_VAR_HALTING], values[_VAR_OCCUPANCY]
+            else:
+                vehicles = area_api.getLastStepVehicleNumber(detector_id)
+                halting = area_api.getLastStepHaltingNumber(detector_id)
+                occupancy = area_api.getLastStepOccupancy(detector_id)
+            frame.vehicles[lane] += vehicles
+            frame.halting[lane] += halting
+            frame.occupancy[lane] = max(frame.occupancy[lane], occupancy / 100.0)
+        # A zone's halting count follows its own rule and can exceed its vehicle count for a step.
+        np.minimum(frame.halting, frame.vehicles, out=frame.halting)
+
+    def _read_loops(self) -> tuple[np.ndarray, np.ndarray]:
+        """Vehicles that entered each loop in the period just ended, and the share of it occupied."""
         loop_api, ids = self._api.inductionloop, self.loops.loop_ids
         if self.options.backend == "traci":
             results = loop_api.getAllSubscriptionResults()
@@ -201,7 +239,7 @@ class SumoSimulation:
             for j, loop_id in enumerate(ids):
                 self._passed[j] = passed(loop_id)
                 self._occupied[j] = occupied(loop_id)
-        return self._estimator.frame(self.time_s, self._passed, self._occupied / 100.0, self._read_emergency())
+        return self._passed, self._occupied / 100.0
 
     def _read_emergency(self) -> tuple[EmergencyVehicle, ...]:
         """Emergency vehicles as a camera or AVL feed would report them: position,
@@ -261,10 +299,12 @@ class SumoSimulation:
     # -- helpers -----------------------------------------------------------
     def _subscribe(self) -> None:
         api = self._api
+        for detector_id, _ in self.areas:
+            api.lanearea.subscribe(detector_id, [_VAR_VEHICLES, _VAR_HALTING, _VAR_OCCUPANCY])
         if self.loops is not None:
             for loop_id in self.loops.loop_ids:
                 api.inductionloop.subscribe(loop_id, [_VAR_INTERVAL_NUMBER, _VAR_INTERVAL_OCCUPANCY])
-        else:
+        elif self.detectors in ("lanes", "native"):
             for lane_id in self.network.lane_ids:
                 api.lane.subscribe(lane_id, [_VAR_VEHICLES, _VAR_HALTING, _VAR_OCCUPANCY])
         for signal_id in self.network.signal_ids:
@@ -348,6 +388,7 @@ def _fmt(seconds: float) -> str:
 
 
 # TraCI variable ids (traci.constants), spelled out so libsumo runs need not import traci.
+# The first three mean the same for lanes and lane-area detectors.
 _VAR_VEHICLES = 0x10      # LAST_STEP_VEHICLE_NUMBER
 _VAR_HALTING = 0x14       # LAST_STEP_VEHICLE_HALTING_NUMBER
 _VAR_OCCUPANCY = 0x13     # LAST_STEP_OCCUPANCY

@@ -121,3 +121,38 @@ def test_scenario_mode_needs_loops_and_auto_falls_back_to_lanes():
     assert result["detectors"] == "lanes"
     with pytest.raises(ScenarioError, match="no induction loop"):
         simulate(SHORT, "maxpressure", RunOptions(end_s=30, detectors="scenario"))
+
+
+@pytest.mark.parametrize("backend", ["libsumo", "traci"])
+def test_a_scenarios_lane_area_detectors_report_their_lanes(tmp_path, backend):
+    """E2 zones over whole approach lanes count what SUMO counts there (up to their own
+    rules: a vehicle counts while any part of it is in the zone, and as halted below
+    1.39 m/s for 1 s); lanes without detectors read zero."""
+    scenario = load_scenario(SHORT)
+    net = load_network(scenario.net_file)
+    covered = np.unique(net.move_in_lane)[::2]
+    areas = "".join(f'<laneAreaDetector id="cam{j}" lane="{net.lane_ids[lane]}" pos="0" '
+                    f'endPos="{net.lane_length_m[lane]:.2f}" file="NUL"/>' for j, lane in enumerate(covered))
+    (tmp_path / "cameras.add.xml").write_text(f"<additional>{areas}</additional>")
+    routes = ",".join(str(r) for r in scenario.route_files)
+    config = tmp_path / "cameras.sumocfg"
+    config.write_text(f'<configuration><input><net-file value="{scenario.net_file}"/>'
+                      f'<route-files value="{routes}"/><additional-files value="cameras.add.xml"/></input>'
+                      f'<time><begin value="0"/><end value="120"/></time></configuration>')
+    others = np.setdiff1d(np.arange(net.n_lanes), covered)
+    seen, truth = [], []
+    with SumoSimulation(load_scenario(config), net, SumoOptions(backend=backend, detectors="scenario")) as sim:
+        assert sim.detectors == "scenario" and sim.loops is None
+        while sim.running():
+            frame = sim.read_frame()
+            assert not frame.vehicles[others].any()
+            assert (frame.halting <= frame.vehicles).all()
+            seen.append(np.concatenate([frame.vehicles[covered], frame.halting[covered]]))
+            truth.append([sim._api.lane.getLastStepVehicleNumber(net.lane_ids[lane]) for lane in covered]
+                         + [sim._api.lane.getLastStepHaltingNumber(net.lane_ids[lane]) for lane in covered])
+            sim.advance(1.0)
+    seen, truth = np.array(seen), np.array(truth, dtype=float)
+    vehicles, halting = slice(0, len(covered)), slice(len(covered), None)
+    assert truth[:, vehicles].sum() > 50 and truth[:, halting].sum() > 20
+    assert np.abs(seen[:, vehicles] - truth[:, vehicles]).mean() < 0.02
+    assert abs(seen[:, halting].sum() - truth[:, halting].sum()) < 0.2 * truth[:, halting].sum()
