@@ -40,10 +40,11 @@ def main(size: int) -> None:
         return result
 
     def command(now, signals, states):
-        safety, idx = engine.safety, np.maximum(session.signals, 0)
+        # The bench's gateway has every signal, in the engine's order (FieldEngine's whole-network path).
+        safety = engine.safety
         return protocol.encode(protocol.SignalCommand(
-            1, now, 1, safety.green_phase[idx], safety.next_phase[idx], safety.stage[idx], safety.stage_time_s[idx],
-            session.position[signals], states))
+            1, now, 1, safety.green_phase, safety.next_phase, safety.stage, safety.stage_time_s, signals, states,
+            np.flatnonzero(engine.preempting).astype(np.int32)))
 
     changed_count = 0
     for message in messages[32:]:

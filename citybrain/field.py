@@ -80,6 +80,11 @@ class _Session:
     last_command_seq: int = -1   # -1: not commanded yet, so its first state report is adopted whole
     fresh: bool = True           # next command carries every signal's state string
 
+    def __post_init__(self) -> None:
+        # A gateway for every signal, in the engine's order (the usual case): its
+        # commands are the engine's arrays as they are, with no reindexing.
+        self.whole_network = bool(np.array_equal(self.signals, np.arange(len(self.position))))
+
 
 @dataclass
 class _Bucket:
@@ -333,23 +338,29 @@ class FieldEngine:
         out = []
         safety = self.engine.safety
         for sender, session in self.sessions.items():
-            known = session.signals >= 0
-            if not known.any():
+            known = None if session.whole_network else session.signals >= 0
+            if known is not None and not known.any():
                 continue
             if session.fresh:
-                positions = np.flatnonzero(known).astype(np.int32)
+                positions = np.flatnonzero(session.signals >= 0).astype(np.int32)
                 states = safety.state_strings(session.signals[positions])
                 session.fresh = False
+            elif session.whole_network:
+                positions, states = commands.signals, commands.states
             else:
                 positions = session.position[commands.signals]
                 mine = positions >= 0
                 positions = positions[mine]
                 states = tuple(s for s, m in zip(commands.states, mine) if m)
-            idx = np.maximum(session.signals, 0)
-            preempting = np.flatnonzero(known & self.engine.preempting[idx]).astype(np.int32)
-            command = p.SignalCommand(self._next_seq(), now, session.last_frame_seq, safety.green_phase[idx],
-                                      safety.next_phase[idx], safety.stage[idx], safety.stage_time_s[idx],
-                                      positions, states, preempting)
+            if session.whole_network:
+                stages = (safety.green_phase, safety.next_phase, safety.stage, safety.stage_time_s)
+                preempting = np.flatnonzero(self.engine.preempting).astype(np.int32)
+            else:
+                idx = np.maximum(session.signals, 0)
+                stages = (safety.green_phase[idx], safety.next_phase[idx], safety.stage[idx], safety.stage_time_s[idx])
+                preempting = np.flatnonzero(known & self.engine.preempting[idx]).astype(np.int32)
+            command = p.SignalCommand(self._next_seq(), now, session.last_frame_seq, *stages, positions, states,
+                                      preempting)
             session.last_command_seq = command.seq
             out.append((sender, p.encode(command)))
         self.metrics.command_messages.inc(len(out))

@@ -23,6 +23,7 @@ __all__ = [
     "note_discharge",
     "discount_blocked_lanes",
     "estimate_loop_queues",
+    "state_codes",
     "STAGE_GREEN",
     "STAGE_YELLOW",
     "STAGE_ALL_RED",
@@ -252,6 +253,16 @@ def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearan
             green_phase[signal] = next_phase[signal]
             stage_time_s[signal] = 0.0
             changed[signal] = True
+
+
+@jit
+def state_codes(signals, state_base, n_phases, stage, green_phase, next_phase, out):
+    """out[k] = the index in the safety layer's table of state strings of what
+    signal signals[k] shows: (signal, stage, phase, next phase)."""
+    for k in range(signals.shape[0]):
+        signal = signals[k]
+        n = n_phases[signal]
+        out[k] = state_base[signal] + stage[signal] * n * n + green_phase[signal] * n + next_phase[signal]
 
 
 @jit

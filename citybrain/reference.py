@@ -12,7 +12,7 @@ from .kernels import KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YE
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "fixed_time_requests",
            "advance_signals", "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s",
-           "note_discharge", "discount_blocked_lanes", "estimate_loop_queues"]
+           "note_discharge", "discount_blocked_lanes", "estimate_loop_queues", "state_codes"]
 
 
 def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -105,6 +105,12 @@ def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearan
     green_phase[to_green] = next_phase[to_green]
     changed[:] = wants | to_all_red | to_green
     stage_time_s[changed] = 0.0
+
+
+def state_codes(signals, state_base, n_phases, stage, green_phase, next_phase, out):
+    n = n_phases[signals]
+    out[:len(signals)] = (state_base[signals] + stage[signals].astype(np.int64) * n * n
+                          + green_phase[signals] * n + next_phase[signals])
 
 
 def count_conflicting_greens(protected, link_offset, conflict_offset, conflict, out):

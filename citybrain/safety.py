@@ -48,6 +48,7 @@ class SafetyLayer:
         sizes = 3 * self._n_phases * self._n_phases       # stages x phase x next phase
         self._state_base = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
         self._state_table: list[str | None] = [None] * int(sizes.sum())
+        self._codes = np.zeros(n, dtype=np.int64)
 
     def advance(self, requested: np.ndarray, preempting: np.ndarray | None = None) -> np.ndarray:
         """Apply this period's requests; returns the mask of signals whose display changed.
@@ -85,9 +86,9 @@ class SafetyLayer:
     def state_strings(self, signals: np.ndarray) -> tuple[str, ...]:
         """The SUMO state string each of `signals` shows now. Strings are built once
         per (signal, stage, phase, next phase) and kept in a flat table."""
-        n = self._n_phases[signals]
-        codes = (self._state_base[signals] + self.stage[signals] * n * n + self.green_phase[signals] * n
-                 + self.next_phase[signals]).tolist()
+        self.kernels.state_codes(signals, self._state_base, self._n_phases, self.stage, self.green_phase,
+                                 self.next_phase, self._codes)
+        codes = self._codes[:len(signals)].tolist()
         table = self._state_table
         out = [table[code] for code in codes]
         if None in out:   # first time this (signal, stage, phase, next phase) shows: build its string once

@@ -290,3 +290,18 @@ def test_decide_pressure_matches_reference(blocked_after_s):
         np.testing.assert_allclose(fast, slow, rtol=1e-12)
     requested = results[0][-1]
     assert (requested >= 0).any() and (requested < 0).any()
+
+
+def test_state_codes_match_reference():
+    rng = np.random.default_rng(3)
+    net = load_network(GRID10_NET)
+    green, stage, _ = signal_states(rng, net, 10)
+    n_phases = np.diff(net.phase_ptr).astype(np.int64)
+    following = (green + 1) % n_phases
+    base = np.concatenate(([0], np.cumsum(3 * n_phases * n_phases)[:-1])).astype(np.int64)
+    signals = rng.choice(net.n_signals, 40, replace=False).astype(np.int32)
+    fast, slow = np.zeros(net.n_signals, dtype=np.int64), np.zeros(net.n_signals, dtype=np.int64)
+    kernels.state_codes(signals, base, n_phases, stage, green, following.astype(np.int32), fast)
+    reference.state_codes(signals, base, n_phases, stage, green, following.astype(np.int32), slow)
+    np.testing.assert_array_equal(fast, slow)
+    assert len(set(fast[:40].tolist())) == 40       # one code per (signal, stage, phase, next phase)
