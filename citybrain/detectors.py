@@ -10,6 +10,9 @@ A *loop layout* places SUMO E1 induction loops the way signal engineers do:
   and an approach that starts sooner (at an upstream signal or the network's
   edge) gets its loop at that start.
 
+`layout_from_loops` reads the same structure out of loops placed by someone
+else (`scenario_layout`: the scenario's own `<inductionLoop>`s).
+
 `LoopEstimator` turns what loops report each control period (vehicles that
 passed, share of time occupied) back into the per-lane `DetectorFrame` the
 controllers read, by input-output counting (Sharma, Bullock and Bonneson,
@@ -94,12 +97,7 @@ class LoopLayout:
 
 def standard_layout(network: Network, config: DetectorConfig = DetectorConfig()) -> LoopLayout:
     """Stop-line and advance loops for every approach lane of every signal of `network`."""
-    loops: dict[tuple[int, float], int] = {}
-
-    def loop_at(lane: int, position_m: float) -> int:
-        key = (lane, round(position_m, 1))
-        return loops.setdefault(key, len(loops))
-
+    loops = _Loops()
     lanes = np.unique(network.move_in_lane)
     stop, advance = _Csr(), _Csr()
     capacity, crossing = [], []
@@ -108,13 +106,12 @@ def standard_layout(network: Network, config: DetectorConfig = DetectorConfig())
         advance_m = max(config.min_advance_m, config.advance_travel_s * speed)
         for distance_m, csr in ((config.stop_line_setback_m, stop), (advance_m, advance)):
             for member, position, share in _on_approach(network, lane, distance_m):
-                csr.add(loop_at(member, position), share)
+                csr.add(loops.at(member, position), share)
             csr.close()
         covered_m = _approach_length(network, lane, advance_m) - _approach_length(network, lane,
                                                                                   config.stop_line_setback_m)
         capacity.append(max(1.0, covered_m / config.jam_spacing_m))
         crossing.append(covered_m / speed)
-
     return _layout(network, loops, list(lanes), stop, advance, capacity, crossing)
 
 
@@ -128,11 +125,7 @@ def layout_from_loops(network: Network, loops: list[tuple[int, float]],
     positions: dict[int, list[float]] = {}
     for lane, position in loops:
         positions.setdefault(lane, []).append(position)
-    registry: dict[tuple[int, float], int] = {}
-
-    def loop_at(lane: int, position_m: float) -> int:
-        return registry.setdefault((lane, round(position_m, 1)), len(registry))
-
+    placed = _Loops()
     detected, capacity, crossing = [], [], []
     stop, advance = _Csr(), _Csr()
     for lane in np.unique(network.move_in_lane):
@@ -156,7 +149,7 @@ def layout_from_loops(network: Network, loops: list[tuple[int, float]],
         speed = max(float(network.lane_speed_mps[lane]), 1.0)
         for chosen, csr in ((near, stop), (far, advance)):
             for j, (position, _) in chosen.items():
-                csr.add(loop_at(members[j][0], position), members[j][3])
+                csr.add(placed.at(members[j][0], position), members[j][3])
             csr.close()
         stop_m = min(distance for _, distance in near.values())
         advance_m = max((distance for _, distance in far.values()), default=stop_m)
@@ -164,7 +157,7 @@ def layout_from_loops(network: Network, loops: list[tuple[int, float]],
         detected.append(lane)
         capacity.append(max(1.0, covered_m / config.jam_spacing_m))
         crossing.append(covered_m / speed)
-    return _layout(network, registry, detected, stop, advance, capacity, crossing)
+    return _layout(network, placed, detected, stop, advance, capacity, crossing)
 
 
 def scenario_layout(network: Network, loops: tuple[InductionLoop, ...],
@@ -192,9 +185,19 @@ def _ancestors(members: list, j: int):
         parent = members[parent][5]
 
 
-def _layout(network: Network, registry: dict[tuple[int, float], int], detected: list[int], stop: "_Csr",
-            advance: "_Csr", capacity: list[float], crossing: list[float]) -> LoopLayout:
-    keys = list(registry)
+class _Loops:
+    """Loops by place (lane, position to the decimetre), numbered as first placed."""
+
+    def __init__(self):
+        self.index: dict[tuple[int, float], int] = {}
+
+    def at(self, lane: int, position_m: float) -> int:
+        return self.index.setdefault((lane, round(position_m, 1)), len(self.index))
+
+
+def _layout(network: Network, loops: _Loops, detected: list[int], stop: "_Csr", advance: "_Csr",
+            capacity: list[float], crossing: list[float]) -> LoopLayout:
+    keys = list(loops.index)
     return LoopLayout(
         loop_ids=tuple(f"citybrain_{network.lane_ids[lane]}_{position:g}" for lane, position in keys),
         loop_lane=np.array([lane for lane, _ in keys], dtype=np.int32),
