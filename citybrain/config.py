@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SignalTiming", "ControllerConfig", "PreemptionConfig"]
+__all__ = ["SignalTiming", "ControllerConfig", "PreemptionConfig", "DetectorConfig"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,27 @@ class PreemptionConfig:
     stall_release_s: float = 30.0
     # A vehicle not reported for this long is forgotten.
     drop_after_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Detector mode (citybrain.detectors): where loops go and how their readings are
+    interpreted. One default for every network."""
+
+    # A loop this far before the stop line is under a vehicle waiting at the line
+    # (SUMO stops vehicles up to a metre short of it; a car is 5 m long).
+    stop_line_setback_m: float = 3.0
+    # Advance loops sit where a vehicle at the lane's speed limit is this many
+    # seconds from the stop line (a common advance-detector rule).
+    advance_travel_s: float = 5.0
+    min_advance_m: float = 15.0
+    # A scenario's own loop this close to the stop line counts as its stop-line loop;
+    # further upstream, as an advance loop.
+    stop_line_zone_m: float = 10.0
+    # A loop occupied for this share of a period has a vehicle standing on it.
+    standing_occupancy: float = 0.95
+    # Road length one queued vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
+    jam_spacing_m: float = 7.5
+    # A lane with nothing entering and nothing at its stop line for the free-flow
+    # crossing time plus this long is empty (clears counting drift).
+    empty_after_extra_s: float = 2.0

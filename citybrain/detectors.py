@@ -32,11 +32,12 @@ from types import ModuleType
 import numpy as np
 
 from . import kernels as compiled_kernels
+from .config import DetectorConfig
 from .frame import DetectorFrame
 from .network import Network
 from .scenario import InductionLoop
 
-__all__ = ["DETECTOR_MODES", "DetectorConfig", "LoopLayout", "LoopEstimator", "standard_layout",
+__all__ = ["DETECTOR_MODES", "LoopLayout", "LoopEstimator", "standard_layout",
            "layout_from_loops", "scenario_layout"]
 
 # "lanes": every lane's exact counts (perfect detection); "loops": a standard
@@ -44,29 +45,7 @@ __all__ = ["DETECTOR_MODES", "DetectorConfig", "LoopLayout", "LoopEstimator", "s
 # induction loops and lane-area detectors the scenario itself defines; "auto":
 # "scenario" where it defines some on lanes the signals see, else "lanes".
 DETECTOR_MODES = ("auto", "lanes", "loops", "scenario")
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """Where loops go and how their readings are interpreted: one default for every network."""
-
-    # A loop this far before the stop line is under a vehicle waiting at the line
-    # (SUMO stops vehicles up to a metre short of it; a car is 5 m long).
-    stop_line_setback_m: float = 3.0
-    # Advance loops sit where a vehicle at the lane's speed limit is this many
-    # seconds from the stop line (a common advance-detector rule).
-    advance_travel_s: float = 5.0
-    min_advance_m: float = 15.0
-    # A scenario's own loop this close to the stop line counts as its stop-line loop;
-    # further upstream, as an advance loop.
-    stop_line_zone_m: float = 10.0
-    # A loop occupied for this share of a period has a vehicle standing on it.
-    standing_occupancy: float = 0.95
-    # Road length one queued vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
-    jam_spacing_m: float = 7.5
-    # A lane with nothing entering and nothing at its stop line for the free-flow
-    # crossing time plus this long is empty (clears counting drift).
-    empty_after_extra_s: float = 2.0
+DEFAULT_CONFIG = DetectorConfig()
 
 
 @dataclass(frozen=True)
@@ -95,7 +74,7 @@ class LoopLayout:
         return len(self.loop_ids)
 
 
-def standard_layout(network: Network, config: DetectorConfig = DetectorConfig()) -> LoopLayout:
+def standard_layout(network: Network, config: DetectorConfig = DEFAULT_CONFIG) -> LoopLayout:
     """Stop-line and advance loops for every approach lane of every signal of `network`."""
     loops = _Loops()
     lanes = np.unique(network.move_in_lane)
@@ -116,7 +95,7 @@ def standard_layout(network: Network, config: DetectorConfig = DetectorConfig())
 
 
 def layout_from_loops(network: Network, loops: list[tuple[int, float]],
-                      config: DetectorConfig = DetectorConfig()) -> LoopLayout:
+                      config: DetectorConfig = DEFAULT_CONFIG) -> LoopLayout:
     """A layout from loops someone else placed: (lane index, position from the lane's
     start). On each approach, the loops within `stop_line_zone_m` of the stop line
     nearest to it are its stop-line loops, and the most upstream loop of each branch
@@ -161,7 +140,7 @@ def layout_from_loops(network: Network, loops: list[tuple[int, float]],
 
 
 def scenario_layout(network: Network, loops: tuple[InductionLoop, ...],
-                    config: DetectorConfig = DetectorConfig()) -> LoopLayout | None:
+                    config: DetectorConfig = DEFAULT_CONFIG) -> LoopLayout | None:
     """The layout of a scenario's own induction loops, or None when none of them
     serves an approach lane of a signal. Loops on lanes the net's signals do not
     see are ignored."""
@@ -276,7 +255,7 @@ class LoopEstimator:
 
     Stateful (queues carried between periods); feed it every period in order."""
 
-    def __init__(self, network: Network, layout: LoopLayout, config: DetectorConfig = DetectorConfig(),
+    def __init__(self, network: Network, layout: LoopLayout, config: DetectorConfig = DEFAULT_CONFIG,
                  kernels: ModuleType = compiled_kernels):
         self.network = network
         self.layout = layout

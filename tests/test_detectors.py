@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from citybrain.detectors import DetectorConfig, scenario_layout, standard_layout
+from citybrain.config import DetectorConfig
+from citybrain.detectors import scenario_layout, standard_layout
 from citybrain.network import load_network
 from citybrain.run import RunOptions, simulate
 from citybrain.scenario import ScenarioError, load_scenario
