@@ -437,30 +437,6 @@ def _delay_table(report: dict, published: dict[str, dict[str, str]], key: str, s
     return "\n".join(lines) + "\n"
 
 
-def scenarios_chart(report: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(report["scenarios"])
-    controllers = report["controllers"]
-    width = 0.8 / len(controllers)
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4.5))
-    for i, controller in enumerate(controllers):
-        means = [report["scenarios"][n][controller]["mean_delay_s"] for n in names]
-        stds = [report["scenarios"][n][controller]["delay_std_s"] for n in names]
-        ax.bar(np.arange(len(names)) + (i - (len(controllers) - 1) / 2) * width, means, width, yerr=stds,
-               label=controller, capsize=2)
-    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("mean delay per vehicle, s")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("citybrain bench scenarios")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _machine() -> dict:
     import platform
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),

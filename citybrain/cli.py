@@ -16,6 +16,7 @@ from .detectors import DETECTOR_MODES
 from .field import CLOCKS, FieldConfig
 from .gateway import GatewayOptions, replay
 from .network import NetworkError, load_network
+from .plots import comparison_chart, scenarios_chart
 from .run import DEFAULT_COMPARE, RunOptions, build_report, compare, run_gateway, simulate
 from .scenario import ScenarioError, load_scenario
 from .sumo_adapter import BACKENDS
@@ -112,6 +113,7 @@ def _cmd_simulate(args) -> None:
     report = build_report(scenario, options, {args.controller: result})
     print(format_table(report))
     _write_json(report, args.json)
+    _write_plot(report, args.plot)
 
 
 def _cmd_compare(args) -> None:
@@ -121,6 +123,15 @@ def _cmd_compare(args) -> None:
                      _progress_bar(f"{scenario.name} x{len(controllers)}"))
     print(format_table(report))
     _write_json(report, args.json)
+    _write_plot(report, args.plot)
+
+
+def _write_plot(report: dict, path: str | None) -> None:
+    if path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        comparison_chart(report, out)
+        print(f"wrote {out}", file=sys.stderr)
 
 
 def _cmd_serve(args) -> None:
@@ -233,7 +244,7 @@ def _bench_scenarios(args, bench) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenarios.md").write_text(table)
     bench.write_json(report, out / "scenarios.json")
-    bench.scenarios_chart(report, out / "scenarios.png")
+    scenarios_chart(report, out / "scenarios.png")
     print(f"wrote {out / 'scenarios.md'}, {out / 'scenarios.json'}, {out / 'scenarios.png'}", file=sys.stderr)
     return report
 
@@ -272,6 +283,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool 
                         help="libsumo (in-process, fast) or traci (socket) (default libsumo)")
     _add_detectors_argument(parser)
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    parser.add_argument("--plot", metavar="PATH", help="also chart it (queues and delay over time, final delay) "
+                                                       "as a PNG at PATH")
     parser.add_argument("--pace", type=float, help="simulated s per wall s (default: as fast as possible)")
     _add_dashboard_arguments(parser)
 

@@ -288,6 +288,15 @@ class SumoSimulation:
         get_state = self._api.trafficlight.getRedYellowGreenState
         return [get_state(sid) for sid in self.network.signal_ids]
 
+    def running_veh(self) -> int:
+        """Vehicles on the network now."""
+        return self._api.vehicle.getIDCount()
+
+    def queued_veh(self) -> int:
+        """Vehicles below 0.1 m/s on the lanes the signals see (read on demand, not per step)."""
+        halting = self._api.lane.getLastStepHaltingNumber
+        return sum(halting(lane_id) for lane_id in self.network.lane_ids)
+
     def mean_delay_so_far_s(self) -> float:
         """Mean timeLoss + departDelay of the vehicles arrived so far (SUMO's tripinfo device)."""
         get = self._api.simulation.getParameter

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import SHORT
 
 KEYS = {"mean_delay_s", "mean_travel_time_s", "mean_waiting_s", "mean_stops", "throughput_veh",
@@ -13,19 +15,27 @@ def citybrain(*args):
     return subprocess.run([sys.executable, "-m", "citybrain.cli", *args], capture_output=True, text=True)
 
 
-def test_compare_prints_table_and_writes_json(tmp_path):
-    out = tmp_path / "report.json"
-    run = citybrain("compare", str(SHORT), "--end", "150", "--json", str(out))
+def test_compare_prints_table_and_writes_json_and_plot(tmp_path):
+    out, plot = tmp_path / "report.json", tmp_path / "charts" / "compare.png"
+    run = citybrain("compare", str(SHORT), "--end", "150", "--json", str(out), "--plot", str(plot))
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
     assert report["scenario"] == "grid3x3-short" and report["end_s"] == 150
+    assert report["detectors"] == "lanes"      # auto, with no detectors in the scenario
     assert list(report["controllers"]) == ["fixed", "actuated", "maxpressure", "citybrain"]
     for name, result in report["controllers"].items():
         assert KEYS <= set(result), name
         assert result["throughput_veh"] > 0
         assert name in run.stdout
+        # The time series: a sample a minute and one at the end, ending on the run's own figures.
+        series = result["series"]
+        assert series["time_s"] == [0.0, 60.0, 120.0, 150.0]
+        assert series["arrived_veh"][-1] == result["throughput_veh"]
+        assert series["mean_delay_so_far_s"][-1] == pytest.approx(result["mean_delay_s"], abs=0.01)
+        assert max(series["queued_veh"]) > 0
     for name in ("maxpressure", "citybrain"):
         assert report["controllers"][name]["safety_violations"] == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_simulate_traci_backend_matches_libsumo(tmp_path):
