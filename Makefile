@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/citybrain compare scenarios/grid10x10 --json results/demo.json
+	$(VENV)/bin/citybrain compare scenarios/grid10x10 --json results/demo.json --plot results/demo.png
 
 test: $(STAMP)
 	$(PY) -m pytest -q

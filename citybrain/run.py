@@ -154,7 +154,8 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         # commands), the engine's decision (or the wire round trip), the safety audit.
         "timing": {k: round(v, 3) for k, v in timing.items()},
         # Every SERIES_EVERY_S simulated seconds and at the end: vehicles on the network,
-        # halted on the signals' lanes, arrived so far, and their mean delay so far.
+        # halted on the signals' lanes (mean over the interval), arrived so far, and
+        # their mean delay so far.
         "series": series.as_dict(),
     }
 
@@ -165,17 +166,27 @@ def _seen_by_ours(results: dict[str, dict]) -> str | None:
 
 
 class _Series:
-    """The run over time, sampled every SERIES_EVERY_S simulated seconds."""
+    """The run over time: a row every SERIES_EVERY_S simulated seconds. Queued
+    vehicles are the mean of a look every QUEUE_LOOK_EVERY_S within the row's
+    interval, so a signal cycle does not alias with the sampling."""
+
+    QUEUE_LOOK_EVERY_S = 10.0
 
     def __init__(self):
-        self.rows: list[tuple[float, int, int, int, float]] = []
+        self.rows: list[tuple[float, int, float, int, float]] = []
+        self._looks: list[int] = []
+        self._next_look_s: float | None = None
 
     def sample(self, sim: SumoSimulation, final: bool = False) -> None:
         now = sim.time_s
+        if self._next_look_s is None or now >= self._next_look_s - 1e-9 or final:
+            self._looks.append(sim.queued_veh())
+            self._next_look_s = now + self.QUEUE_LOOK_EVERY_S
         if self.rows and now < self.rows[-1][0] + SERIES_EVERY_S - 1e-9 and not (final and now > self.rows[-1][0]):
             return
-        self.rows.append((now, sim.running_veh(), sim.queued_veh(), sim.arrived_veh,
-                          round(sim.mean_delay_so_far_s(), 2)))
+        queued = round(sum(self._looks) / len(self._looks), 1)
+        self._looks = []
+        self.rows.append((now, sim.running_veh(), queued, sim.arrived_veh, round(sim.mean_delay_so_far_s(), 2)))
 
     def as_dict(self) -> dict[str, list]:
         keys = ("time_s", "running_veh", "queued_veh", "arrived_veh", "mean_delay_so_far_s")
