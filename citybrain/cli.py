@@ -230,6 +230,8 @@ def _bench_scenarios(args, bench) -> dict:
         for name in bench.RESCO_MAPS:
             if (resco / name).is_dir():
                 configs[name] = resco / name / f"{name}.sumocfg"
+        if Path("scenarios/berlin").is_dir():      # built by `make berlin` (it names the installed SUMO's net)
+            configs["berlin"] = Path("scenarios/berlin")
     controllers = tuple(c.strip() for c in args.controllers.split(",") if c.strip())
     unknown = [c for c in controllers if c not in CONTROLLER_NAMES]
     if unknown:
