@@ -190,6 +190,7 @@ def _cmd_gateway(args) -> None:
           + (f", frame->command p50 {g['frame_to_command_p50_us']:.0f} us p99 {g['frame_to_command_p99_us']:.0f} us"
              if "frame_to_command_p50_us" in g else ""))
     _write_json(report, args.json)
+    _write_plot(report, args.plot)
 
 
 def _sizes(text: str) -> list[int]:
