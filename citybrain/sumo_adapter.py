@@ -8,9 +8,9 @@ trip per step. Both give identical results for the same seed.
 from __future__ import annotations
 
 import tempfile
-from xml.sax.saxutils import quoteattr
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -293,7 +293,8 @@ class SumoSimulation:
         return self._api.vehicle.getIDCount()
 
     def queued_veh(self) -> int:
-        """Vehicles below 0.1 m/s on the lanes the signals see (read on demand, not per step)."""
+        """Vehicles below 0.1 m/s on the lanes the signals see: SUMO's own count, whatever
+        the detector mode (read on demand, not per step)."""
         halting = self._api.lane.getLastStepHaltingNumber
         return sum(halting(lane_id) for lane_id in self.network.lane_ids)
 
