@@ -81,16 +81,12 @@ def standard_layout(network: Network, config: DetectorConfig = DEFAULT_CONFIG) -
     stop, advance = _Csr(), _Csr()
     capacity, crossing = [], []
     for lane in lanes:
-        speed = max(float(network.lane_speed_mps[lane]), 1.0)
-        advance_m = max(config.min_advance_m, config.advance_travel_s * speed)
+        advance_m = max(config.min_advance_m, config.advance_travel_s * _free_speed(network, lane))
         for distance_m, csr in ((config.stop_line_setback_m, stop), (advance_m, advance)):
             for member, position, share in _on_approach(network, lane, distance_m):
                 csr.add(loops.at(member, position), share)
             csr.close()
-        covered_m = _approach_length(network, lane, advance_m) - _approach_length(network, lane,
-                                                                                  config.stop_line_setback_m)
-        capacity.append(max(1.0, covered_m / config.jam_spacing_m))
-        crossing.append(covered_m / speed)
+        _add_segment(network, lane, config.stop_line_setback_m, advance_m, config, capacity, crossing)
     return _layout(network, loops, list(lanes), stop, advance, capacity, crossing)
 
 
@@ -125,17 +121,14 @@ def layout_from_loops(network: Network, loops: list[tuple[int, float]],
         far = {j: v for j, v in far.items() if j not in covered}
         if not near:
             continue
-        speed = max(float(network.lane_speed_mps[lane]), 1.0)
         for chosen, csr in ((near, stop), (far, advance)):
             for j, (position, _) in chosen.items():
                 csr.add(placed.at(members[j][0], position), members[j][3])
             csr.close()
         stop_m = min(distance for _, distance in near.values())
         advance_m = max((distance for _, distance in far.values()), default=stop_m)
-        covered_m = _approach_length(network, lane, advance_m) - _approach_length(network, lane, stop_m)
         detected.append(lane)
-        capacity.append(max(1.0, covered_m / config.jam_spacing_m))
-        crossing.append(covered_m / speed)
+        _add_segment(network, lane, stop_m, advance_m, config, capacity, crossing)
     return _layout(network, placed, detected, stop, advance, capacity, crossing)
 
 
@@ -144,16 +137,28 @@ def scenario_layout(network: Network, loops: tuple[InductionLoop, ...],
     """The layout of a scenario's own induction loops, or None when none of them
     serves an approach lane of a signal. Loops on lanes the net's signals do not
     see are ignored."""
-    lane_index = {lane_id: i for i, lane_id in enumerate(network.lane_ids)}
     placed = []
     for loop in loops:
-        lane = lane_index.get(loop.lane)
+        lane = network.lane_index.get(loop.lane)
         if lane is not None:
             length = float(network.lane_length_m[lane])
             placed.append((lane, min(max(loop.position_m + length if loop.position_m < 0 else loop.position_m,
                                          0.0), length)))
     layout = layout_from_loops(network, placed, config)
     return layout if len(layout.lane) else None
+
+
+def _free_speed(network: Network, lane: int) -> float:
+    return max(float(network.lane_speed_mps[lane]), 1.0)
+
+
+def _add_segment(network: Network, lane: int, stop_m: float, advance_m: float, config: DetectorConfig,
+                 capacity: list[float], crossing: list[float]) -> None:
+    """The vehicles that fit between a lane's stop-line and advance loops, and the
+    free-flow time from one to the other."""
+    covered_m = _approach_length(network, lane, advance_m) - _approach_length(network, lane, stop_m)
+    capacity.append(max(1.0, covered_m / config.jam_spacing_m))
+    crossing.append(covered_m / _free_speed(network, lane))
 
 
 def _ancestors(members: list, j: int):

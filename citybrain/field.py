@@ -115,7 +115,7 @@ class FieldEngine:
         self.lane_seen_s = np.full(n_lanes, -np.inf)
         self._stores = (self.vehicles, self.halting, self.occupancy)   # in merge_lane_values' field order
         self.lane_capacity = network.lane_length_m * self.config.max_vehicles_per_m + 1.0
-        self.lane_index = {lane: i for i, lane in enumerate(network.lane_ids)}
+        self.lane_index = network.lane_index
         self.signal_index = {sid: i for i, sid in enumerate(network.signal_ids)}
         self.signal_lane_ptr, self.signal_lanes = _signal_lanes(network)
         self.stale = np.ones(network.n_signals, dtype=bool)

@@ -138,6 +138,10 @@ class Network:
     def edge_index(self) -> dict[str, int]:
         return {edge: i for i, edge in enumerate(self.edge_ids)}
 
+    @cached_property
+    def lane_index(self) -> dict[str, int]:
+        return {lane: i for i, lane in enumerate(self.lane_ids)}
+
     def lane_edge_index(self, lane_id: str) -> int:
         """Edge index of any lane of the net by its SUMO id, or -1 if there is none."""
         edge, _, number = lane_id.rpartition("_")

@@ -84,7 +84,7 @@ class SumoSimulation:
             return mode, standard_layout(self.network), ()
         if mode in ("auto", "scenario"):
             layout = scenario_layout(self.network, self.scenario.induction_loops())
-            lane_index = {lane_id: i for i, lane_id in enumerate(self.network.lane_ids)}
+            lane_index = self.network.lane_index
             areas = tuple((area.detector_id, lane_index[area.lane]) for area in self.scenario.lane_area_detectors()
                           if area.lane in lane_index)
             if layout is not None or areas:
