@@ -84,6 +84,8 @@ class _Session:
         # A gateway for every signal, in the engine's order (the usual case): its
         # commands are the engine's arrays as they are, with no reindexing.
         self.whole_network = bool(np.array_equal(self.signals, np.arange(len(self.position))))
+        # Its lanes are the engine's first lanes, in order: frames merge without a lane gather.
+        self.lanes_in_engine_order = bool(np.array_equal(self.lanes, np.arange(len(self.lanes))))
 
 
 @dataclass
@@ -113,7 +115,7 @@ class FieldEngine:
         self.halting = np.zeros(n_lanes)
         self.occupancy = np.zeros(n_lanes)
         self.lane_seen_s = np.full(n_lanes, -np.inf)
-        self._stores = (self.vehicles, self.halting, self.occupancy)   # in merge_lane_values' field order
+        self._stores = (self.vehicles, self.halting, self.occupancy)   # in the merge kernels' field order
         self.lane_capacity = network.lane_length_m * self.config.max_vehicles_per_m + 1.0
         self.lane_index = network.lane_index
         self.signal_index = {sid: i for i, sid in enumerate(network.signal_ids)}
@@ -236,19 +238,24 @@ class FieldEngine:
         if sizes != {lanes.size}:
             self._reject("malformed", f"{sizes.pop()} values for {lanes.size} lanes")
             return [("malformed", f"per-lane arrays do not match the {lanes.size} lanes of the hello")]
-        unknown = lanes < 0
-        if message.lanes is not None and unknown.any():
-            n = int(unknown.sum())
-            self._reject("unknown_id", f"{n} unknown lane ids, e.g. {message.lanes[int(np.argmax(unknown))]!r}", n)
-            problems.append(("unknown_id", f"{n} lane ids not in the network"))
+        in_order = message.lanes is None and session.lanes_in_engine_order
+        n_unknown = 0 if in_order else int(np.count_nonzero(lanes < 0))
+        if message.lanes is not None and n_unknown:
+            example = message.lanes[int(np.argmax(lanes < 0))]
+            self._reject("unknown_id", f"{n_unknown} unknown lane ids, e.g. {example!r}", n_unknown)
+            problems.append(("unknown_id", f"{n_unknown} lane ids not in the network"))
         # A late frame does not overwrite what a newer one said about the same lane.
         valid = np.empty(lanes.size, dtype=bool)
-        self.kernels.merge_lane_values(lanes, message.time_s, self.lane_capacity,
-                                       tuple(_readonly_f32(v) for v in values), self._stores,
-                                       _FIELD_BOUNDS, self.lane_seen_s, valid)
-        n_bad = lanes.size - int(unknown.sum()) - int(np.count_nonzero(valid))
+        if in_order and all(v is not None for v in values):
+            self.kernels.merge_lanes_in_order(message.time_s, self.lane_capacity, *map(_readonly_f32, values),
+                                              self._stores, self.lane_seen_s, valid)
+        else:
+            self.kernels.merge_lane_values(lanes, message.time_s, self.lane_capacity,
+                                           tuple(_readonly_f32(v) for v in values), self._stores,
+                                           _FIELD_BOUNDS, self.lane_seen_s, valid)
+        n_bad = lanes.size - n_unknown - int(np.count_nonzero(valid))
         if n_bad:
-            first_bad = int(np.argmax(~valid & ~unknown))
+            first_bad = int(np.argmax(~valid & (lanes >= 0)))
             lane = self.network.lane_ids[lanes[first_bad]]
             self._reject("invalid_value", f"{n_bad} lanes with NaN, negative or impossible counts, e.g. {lane!r}",
                          n_bad)

@@ -11,7 +11,8 @@ import numpy as np
 from .kernels import KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "fixed_time_requests",
-           "advance_signals", "count_conflicting_greens", "merge_lane_values", "stale_signals", "preemption_lead_s",
+           "advance_signals", "count_conflicting_greens", "merge_lane_values", "merge_lanes_in_order",
+           "stale_signals", "preemption_lead_s",
            "note_discharge", "discount_blocked_lanes", "estimate_loop_queues", "state_codes"]
 
 
@@ -138,6 +139,11 @@ def merge_lane_values(lanes, time_s, capacity, values, stores, fixed_bounds, lan
         if len(field):
             stores[f][lanes[take]] = field[take]   # a later entry for the same lane wins, as in the kernel
     lane_seen_s[lanes[take]] = time_s
+
+
+def merge_lanes_in_order(time_s, capacity, vehicles, halting, occupancy, stores, lane_seen_s, valid):
+    merge_lane_values(np.arange(len(vehicles), dtype=np.int32), time_s, capacity, (vehicles, halting, occupancy),
+                      stores, np.array([0.0, 0.0, 1.0]), lane_seen_s, valid)
 
 
 def stale_signals(lane_seen_s, now_s, stale_after_s, signal_lane_ptr, signal_lane, out):

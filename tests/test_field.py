@@ -67,6 +67,23 @@ def test_bad_lanes_are_dropped_and_the_rest_of_the_frame_kept(net):
     assert (field.vehicles[good] == 2.0).all() and (field.vehicles[[3, 4, 5]] == 0.0).all()
 
 
+def test_a_frame_in_the_engines_lane_order_merges_as_one_in_any_other_order(net):
+    """Lanes in the engine's order take the gather-free merge; the result is the same."""
+    rng = np.random.default_rng(7)
+    values = rng.uniform(0, 4, net.n_lanes).astype(np.float32)
+    values[[2, 9]] = [np.nan, -3.0]
+    in_order, shuffled = make_field(net), make_field(net)
+    Feed(in_order, net).frame(0.0, values)
+    order = rng.permutation(net.n_lanes)
+    feed = Feed(shuffled, net)
+    feed.send(p.Hello(feed.next(), 0.0, "test", net.signal_ids, tuple(np.array(net.lane_ids)[order])))
+    feed.frame(0.0, values[order])
+    assert in_order.sessions[GW].lanes_in_engine_order and not shuffled.sessions[GW].lanes_in_engine_order
+    for name in ("vehicles", "halting", "occupancy", "lane_seen_s"):
+        np.testing.assert_array_equal(getattr(in_order, name), getattr(shuffled, name))
+    assert rejected(in_order, "invalid_value") == rejected(shuffled, "invalid_value") == 2
+
+
 def test_unknown_lane_ids_are_dropped_and_known_ones_merged(net):
     field = make_field(net)
     feed = Feed(field, net)

@@ -151,6 +151,36 @@ def test_merge_lane_values_matches_reference(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_merge_lanes_in_order_matches_reference(seed):
+    """The whole-network merge: same result as the reference, and as the general kernel given lanes 0..n-1."""
+    rng = np.random.default_rng(seed)
+    n = 1000
+    capacity = rng.uniform(5, 20, n)
+    fields = [rng.normal(5, 8, n).astype(np.float32), rng.normal(3, 6, n).astype(np.float32),
+              rng.normal(0.3, 0.5, n).astype(np.float32)]
+    for field in fields:
+        field[rng.random(n) < 0.03] = np.nan
+    seen = rng.integers(0, 20, n).astype(np.float64)           # some lanes already set by a newer frame
+    results = []
+    for merge in (kernels.merge_lanes_in_order, reference.merge_lanes_in_order, None):
+        valid = np.ones(n, bool)
+        stores = (np.full(n, -1.0), np.full(n, -1.0), np.full(n, -1.0))
+        lane_seen = seen.copy()
+        if merge is None:
+            kernels.merge_lane_values(np.arange(n, dtype=np.int32), 10.0, capacity, tuple(fields), stores,
+                                      np.array([0.0, 0.0, 1.0]), lane_seen, valid)
+        else:
+            merge(10.0, capacity, *fields, stores, lane_seen, valid)
+        results.append((valid, *stores, lane_seen))
+    for other in results[1:]:
+        for fast, slow in zip(results[0], other):
+            np.testing.assert_array_equal(fast, slow)
+    valid, vehicles = results[0][:2]
+    assert valid.any() and not valid.all()
+    assert (vehicles[valid & (seen <= 10.0)] >= 0).all() and (vehicles[~valid | (seen > 10.0)] == -1.0).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_stale_signals_matches_reference(seed):
     rng = np.random.default_rng(seed)
     ptr, lanes, _ = csr(rng, 200, 6, 400)
