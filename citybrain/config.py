@@ -36,8 +36,22 @@ class ControllerConfig:
     """Parameters of the adaptive controllers: one default for every network."""
 
     max_green_s: float = 60.0
-    # Weight of a moving (not yet queued) vehicle relative to a halted one.
-    moving_vehicle_weight: float = 0.25
+    # citybrain's rolling horizon (controllers.CityBrainController): the schedule it
+    # compares covers one max green.
+    horizon_s: float = 60.0
+    # Saturation flow per lane: 1,800 veh/h, one vehicle every 2 s (HCM's base is 1,900 pc/h).
+    saturation_veh_per_s: float = 0.5
+    # Start-up lost time of a newly green queue (HCM), added to each switch's yellow and all-red.
+    start_up_lost_s: float = 2.0
+    # A lane's mean arrival rate, used past what its detection zone shows, follows
+    # the zone's current flow with this memory.
+    rate_memory_s: float = 60.0
+    # A vehicle sent into a standing queue waits about that queue's discharge time
+    # at a quarter of saturation flow (a movement green a quarter of the time).
+    downstream_weight: float = 4.0
+    # A lane is full when its halted vehicles fill this share of its length at jam
+    # spacing (queued cars stop short of the lane's ends).
+    exit_full_share: float = 0.85
     # A green lane whose queue has not shrunk for this long has a blocked head
     # vehicle: three saturation headways (~2 s each) without one departure.
     blocked_after_s: float = 6.0

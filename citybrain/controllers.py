@@ -47,77 +47,121 @@ class Controller(Protocol):
         """Write into requested[i] the local phase signal i should show next, or -1 to keep."""
 
 
-class _PressureController:
-    """Shared machinery: demand per detection zone, pressure per phase, phase choice,
-    all in one compiled call (`kernels.decide_pressure`)."""
+class MaxPressureController:
+    """Varaiya's max-pressure: serve the phase with the largest sum of
+    (queue upstream - queue downstream) over its green movements, queues being the
+    halted vehicles of each lane's detection zone; one compiled call
+    (`kernels.decide_pressure`)."""
 
-    name = ""
-
-    # Weight of a moving vehicle in a zone relative to a halted one (0: queues only).
-    moving_weight = 0.0
-    # A green lane that has not discharged for this long stops counting for its phase (0: never).
-    blocked_after_s = 0.0
+    name = "maxpressure"
 
     def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
         self.network = network
-        self.config = config
         self.kernels = kernels
         self.lane_demand = np.zeros(network.n_lanes)
         self.demand = np.zeros(network.n_lanes)
         self.score = np.zeros(network.n_phases)
         self.max_green_s = np.full(network.n_signals, config.max_green_s)
-        # Both controllers switch as soon as another phase scores higher (see CityBrainController).
-        self.switch_margin = np.zeros(network.n_signals)
-        self.previous_halting = np.zeros(network.n_lanes)
-        self.last_discharge_s = np.zeros(network.n_lanes)
-        self._started = False
 
     def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
         net = self.network
-        if not self._started:
-            self._started = True
-            self.last_discharge_s[:] = frame.time_s   # nothing is known to be blocked at the start
         self.kernels.decide_pressure(
-            frame.halting, frame.vehicles, frame.time_s, self.moving_weight, net.zone_ptr, net.zone_lane,
-            net.zone_weight, net.term_ptr, net.term_in_lane, net.term_out_lane, net.term_weight, net.phase_ptr,
-            signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, self.max_green_s,
-            self.switch_margin, self.blocked_after_s, self.previous_halting, self.last_discharge_s,
-            self.lane_demand, self.demand, self.score, requested)
+            frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, net.term_ptr, net.term_in_lane,
+            net.term_out_lane, net.term_weight, net.phase_ptr, signals.green_phase, signals.stage,
+            signals.stage_time_s, signals.min_green_s, self.max_green_s, self.lane_demand, self.demand, self.score,
+            requested)
 
 
-class MaxPressureController(_PressureController):
-    """Varaiya's max-pressure: serve the phase with the largest sum of
-    (queue upstream - queue downstream) over its green movements."""
+class CityBrainController:
+    """A rolling-horizon schedule per signal (in the spirit of SURTRAC: Xie, Smith
+    and Barlow, ICAPS 2012), re-planned every control period.
 
-    name = "maxpressure"
-
-
-class CityBrainController(_PressureController):
-    """Max-pressure over queued *and approaching* vehicles, with a max green.
-
-    - Demand on a lane counts its queue plus, at a discount, the moving vehicles
-      in its detection zone that will join it within the next decisions; plain
-      max-pressure sees a platoon only once it has stopped.
-    - Downstream is weighed the same way, so green is not spent feeding an
-      exit lane that is filling up (spill-back).
-    - max green bounds the wait of every other approach.
-    - A lane that is green but has not discharged a vehicle for
-      `blocked_after_s` (a permissive turner waiting for a gap at the head of
-      a shared lane, or a full exit) no longer counts for the phase that is
-      holding it green; its pressure then pulls towards a phase that serves it
-      (the protected turn). On cologne8, where such lanes jammed, mean delay
-      over 3 seeds fell from 78.1 s to 33.1 s.
-    The discount (0.25), max green (60 s) and blocked time (6 s) are the same
-    for every network; a switching threshold equal to the discharge lost in
-    clearance was tried and raised delay (117.7 s vs 106.3 s).
+    Every period, each signal in green past its minimum green simulates its own
+    approach lanes for the next `horizon_s` with a fluid queue model, once per
+    phase it could start now: queues from the detectors, arrivals from the moving
+    vehicles in each detection zone (then the lane's recent mean flow),
+    discharge at saturation flow while green, the net's yellow and all-red plus
+    a start-up loss on every switch, and after each phase the phase with the
+    most vehicles left to serve. It starts the phase whose schedule leaves the
+    least waiting (vehicle-seconds); keeping the current one is just another
+    candidate, so greens stretch while their queues discharge and end when
+    they are served. Two effects max-pressure lacks enter the cost:
+    - a vehicle sent into the queues of its exit lanes keeps waiting there
+      (`downstream_weight`), and a lane whose exits are all full is not served;
+    - a lane whose queue has not moved for `blocked_after_s` while green (a
+      permissive turner at the head, waiting for a gap) is not served by
+      continuing the current phase.
+    All parameters are the same for every network (ControllerConfig); docs/controller.md
+    has the evidence.
     """
 
     name = "citybrain"
 
     def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
-        super().__init__(network, config, kernels)
-        self.moving_weight = config.moving_vehicle_weight
-        self.blocked_after_s = config.blocked_after_s
+        self.network = network
+        self.config = config
+        self.kernels = kernels
+        net = network
+        n = net.n_lanes
+        self._lane_scratch, self.queued, self.approaching = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.arrival_rate, self.mean_arrival_rate = np.zeros(n), np.zeros(n)
+        self.service_rate, self.downstream_wait_s = np.zeros(n), np.zeros(n)
+        self.blocked = np.zeros(n, dtype=bool)
+        self.previous_halting, self.last_discharge_s = np.zeros(n), np.zeros(n)
+        # Moving vehicles in a zone reach the stop line within the zone's free-flow time.
+        reach_m = np.zeros(n)
+        owner = np.repeat(np.arange(n), np.diff(net.zone_ptr))
+        np.maximum.at(reach_m, owner, net.zone_offset_m + net.lane_length_m[net.zone_lane])
+        self.arrival_window_s = np.maximum(reach_m / np.maximum(net.lane_speed_mps, 1.0), 1.0)
+        self.exit_storage_veh = config.exit_full_share * np.maximum(net.lane_length_m / JAM_SPACING_M, 1.0)
+        order = np.argsort(net.move_in_lane, kind="stable")
+        self.lane_out = net.move_out_lane[order].astype(np.int32)
+        self.lane_out_ptr = np.searchsorted(net.move_in_lane[order], np.arange(n + 1)).astype(np.int32)
+        self.signal_lane_ptr, self.signal_lane, self.phase_lane_ptr, self.phase_lane = _approach_lanes(net)
+        self.lost_s = np.ceil(net.yellow_s + net.all_red_s + config.start_up_lost_s)
+        self.max_green_s = np.full(net.n_signals, config.max_green_s)
+        self.queue = np.zeros(max(int(np.diff(self.signal_lane_ptr).max(initial=0)), 1))
+        self._started = False
+
+    def decide(self, frame: DetectorFrame, signals: SignalView, requested: np.ndarray) -> None:
+        net, config, k = self.network, self.config, self.kernels
+        if not self._started:
+            self._started = True
+            self.last_discharge_s[:] = frame.time_s   # nothing is known to be blocked at the start
+        k.lane_schedule_inputs(
+            frame.halting, frame.vehicles, frame.time_s, net.zone_ptr, net.zone_lane, net.zone_weight,
+            self.arrival_window_s, config.rate_memory_s, config.saturation_veh_per_s, self.lane_out_ptr,
+            self.lane_out, self.exit_storage_veh, config.downstream_weight, config.blocked_after_s,
+            self.previous_halting, self.last_discharge_s, self._lane_scratch, self.queued, self.approaching,
+            self.arrival_rate, self.mean_arrival_rate, self.service_rate, self.downstream_wait_s, self.blocked)
+        k.schedule_phases(
+            self.queued, self.arrival_rate, self.mean_arrival_rate, self.arrival_window_s, self.service_rate,
+            self.downstream_wait_s, self.blocked, self.signal_lane_ptr, self.signal_lane, net.phase_ptr,
+            self.phase_lane_ptr, self.phase_lane, net.transition_offset, net.needs_clearance, self.lost_s,
+            signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, self.max_green_s,
+            config.horizon_s, self.queue, requested)
+
+
+# Road length one standing vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
+JAM_SPACING_M = 7.5
+
+
+def _approach_lanes(net: Network) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CSR by signal of the lanes its phases serve, and CSR by phase of the positions,
+    in its signal's list, of the lanes that phase serves (from the pressure terms)."""
+    signal_ptr, signal_lanes, phase_ptr, phase_lanes = [0], [], [0], []
+    for signal in range(net.n_signals):
+        phases = range(net.phase_ptr[signal], net.phase_ptr[signal + 1])
+        lanes = list(dict.fromkeys(int(net.term_in_lane[k]) for g in phases
+                                   for k in range(net.term_ptr[g], net.term_ptr[g + 1])))
+        position = {lane: i for i, lane in enumerate(lanes)}
+        signal_lanes += lanes
+        signal_ptr.append(len(signal_lanes))
+        for g in phases:
+            phase_lanes += sorted({position[int(net.term_in_lane[k])] for k in range(net.term_ptr[g], net.term_ptr[g + 1])})
+            phase_ptr.append(len(phase_lanes))
+    as_i32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
+    return as_i32(signal_ptr), as_i32(signal_lanes), as_i32(phase_ptr), as_i32(phase_lanes)
 
 
 class FixedTimePlan:

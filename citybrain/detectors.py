@@ -20,7 +20,9 @@ controllers read, by input-output counting (Sharma, Bullock and Bonneson,
 maximum queue length at signalized intersections", TRR 2035, 2007): vehicles
 between the loops = vehicles in - vehicles out, bounded by the space there is,
 full when a vehicle stands on the advance loop, empty when nothing has entered
-or stood at the line for a whole free-flow crossing. Lanes without loops read 0.
+or stood at the line for a whole free-flow crossing. Of those, the ones that came
+in more than a free-flow crossing ago are reported as halted: they are queued
+(standing or creeping). Lanes without loops read 0.
 
 No I/O here: the SUMO adapter writes the loops into SUMO and reads them.
 """

@@ -14,6 +14,8 @@ __all__ = [
     "phase_pressure",
     "choose_phases",
     "decide_pressure",
+    "schedule_phases",
+    "lane_schedule_inputs",
     "fixed_time_requests",
     "advance_signals",
     "count_conflicting_greens",
@@ -22,7 +24,6 @@ __all__ = [
     "stale_signals",
     "preemption_lead_s",
     "note_discharge",
-    "discount_blocked_lanes",
     "estimate_loop_queues",
     "state_codes",
     "STAGE_GREEN",
@@ -115,7 +116,8 @@ def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_l
         # Vehicles that passed the advance loop less than a crossing ago may still be moving.
         decay = np.exp(-elapsed_s / crossing_s[i]) if crossing_s[i] > 0.0 else 0.0
         in_transit_veh[i] = in_transit_veh[i] * decay + arrived
-        standing = count - in_transit_veh[i] if at_line >= standing_occupancy else 0.0
+        # A vehicle that came in more than a crossing ago and has not left is queued.
+        standing = count - in_transit_veh[i]
         out = lane[i]
         vehicles[out] = count
         halting[out] = standing if standing > 0.0 else 0.0
@@ -123,33 +125,14 @@ def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_l
 
 
 @jit
-def discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out, term_weight, green_phase, stage,
-                           stage_time_s, last_discharge_s, time_s, blocked_after_s):
-    """Take out of each signal's current phase the pressure of its approach lanes
-    whose queue has not moved for blocked_after_s although that phase has been
-    green at least as long: their head vehicle is blocked (yielding to oncoming
-    traffic, or a full exit), so holding the phase serves nobody on them. Their
-    pressure still counts in the signal's other phases (e.g. a protected turn)."""
-    for signal in range(green_phase.shape[0]):
-        if stage[signal] != STAGE_GREEN or stage_time_s[signal] < blocked_after_s:
-            continue
-        phase = phase_ptr[signal] + green_phase[signal]
-        for k in range(term_ptr[phase], term_ptr[phase + 1]):
-            lane = term_in[k]
-            if time_s - last_discharge_s[lane] >= blocked_after_s:
-                score[phase] -= term_weight[k] * (demand[lane] - demand[term_out[k]])
-
-
-@jit
-def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s,
-                  switch_margin, requested):
+def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, requested):
     """Per signal: the phase to request (local index), or KEEP.
 
     A signal in green past its minimum moves to its best-scoring phase when that
-    beats the current one by more than switch_margin; past max_green_s it moves to
-    the best other phase. Ties keep the lower index (and the current phase), so
-    results are deterministic; scores within SCORE_TOLERANCE count as tied, so a
-    decision never hangs on the order in which floating-point terms were summed.
+    beats the current one; past max_green_s it moves to the best other phase.
+    Ties keep the lower index (and the current phase), so results are
+    deterministic; scores within SCORE_TOLERANCE count as tied, so a decision
+    never hangs on the order in which floating-point terms were summed.
     """
     for signal in range(requested.shape[0]):
         requested[signal] = KEEP
@@ -169,26 +152,195 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
                 best_other = p
         if stage_time_s[signal] >= max_green_s[signal]:
             requested[signal] = best_other
-        elif best != current and score[first + best] > score[first + current] + switch_margin[signal] + SCORE_TOLERANCE:
+        elif best != current and score[first + best] > score[first + current] + SCORE_TOLERANCE:
             requested[signal] = best
 
 
 @jit
-def decide_pressure(halting, vehicles, time_s, moving_weight, zone_ptr, zone_lane, zone_weight, term_ptr, term_in,
-                    term_out, term_weight, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s,
-                    switch_margin, blocked_after_s, previous_halting, last_discharge_s, lane_demand, demand, score,
+def decide_pressure(halting, zone_ptr, zone_lane, zone_weight, term_ptr, term_in, term_out, term_weight, phase_ptr,
+                    green_phase, stage, stage_time_s, min_green_s, max_green_s, lane_demand, demand, score,
                     requested):
-    """A pressure controller's whole decision in one call: zone demand, phase
-    pressure, blocked lanes (when blocked_after_s > 0), phase choice."""
-    zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, lane_demand, demand)
+    """Max-pressure's whole decision in one call: halted vehicles per detection
+    zone, the pressure of every phase, the phase choice."""
+    zone_demand(halting, halting, 0.0, zone_ptr, zone_lane, zone_weight, lane_demand, demand)
     # The same demand measure upstream and downstream of every movement.
     phase_pressure(demand, demand, term_ptr, term_in, term_out, term_weight, score)
-    if blocked_after_s > 0.0:
-        note_discharge(halting, previous_halting, time_s, last_discharge_s)
-        discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out, term_weight, green_phase,
-                               stage, stage_time_s, last_discharge_s, time_s, blocked_after_s)
-    choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, switch_margin,
-                  requested)
+    choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, requested)
+
+
+@jit
+def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_weight, arrival_window_s,
+                         rate_memory_s, saturation_veh_per_s, lane_out_ptr, lane_out, exit_storage_veh,
+                         downstream_weight, blocked_after_s, previous_halting, last_discharge_s, lane_scratch, queued,
+                         approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s, blocked):
+    """Per lane, what `schedule_phases` simulates (every array indexed by lane):
+
+    - queued: halted vehicles in the lane's detection zone;
+    - arrival_rate: the moving vehicles of the zone spread over the time they need
+      to reach the stop line (arrival_window_s); mean_arrival_rate follows it with memory
+      rate_memory_s (by Little's law both estimate the lane's flow) and stands for
+      arrivals after that;
+    - service_rate: saturation flow, or 0 where every exit lane is full;
+    - downstream_wait_s: the wait a vehicle discharged now meets behind the queues
+      of its exit lanes, weighted by downstream_weight;
+    - blocked: the queue has not moved for blocked_after_s (a head vehicle that
+      cannot go, e.g. a permissive turner)."""
+    zone_demand(halting, vehicles, 0.0, zone_ptr, zone_lane, zone_weight, lane_scratch, queued)
+    zone_demand(halting, vehicles, 1.0, zone_ptr, zone_lane, zone_weight, lane_scratch, approaching)
+    note_discharge(halting, previous_halting, time_s, last_discharge_s)
+    for lane in range(halting.shape[0]):
+        moving = approaching[lane] - queued[lane]
+        moving = moving if moving > 0.0 else 0.0
+        rate = moving / arrival_window_s[lane]
+        arrival_rate[lane] = rate
+        mean_arrival_rate[lane] += (rate - mean_arrival_rate[lane]) / rate_memory_s
+        blocked[lane] = time_s - last_discharge_s[lane] >= blocked_after_s
+        count = lane_out_ptr[lane + 1] - lane_out_ptr[lane]
+        service_rate[lane] = saturation_veh_per_s
+        downstream_wait_s[lane] = 0.0
+        if count == 0:
+            continue
+        full = True
+        wait = 0.0
+        for k in range(lane_out_ptr[lane], lane_out_ptr[lane + 1]):
+            out = lane_out[k]
+            if halting[out] < exit_storage_veh[out]:
+                full = False
+            wait += queued[out]
+        if full:
+            service_rate[lane] = 0.0
+        downstream_wait_s[lane] = downstream_weight * wait / count / saturation_veh_per_s
+
+
+# A phase's queues count as served when what is left is below this (fluid model rounding).
+EMPTY_QUEUE_VEH = 0.01
+
+
+@jit
+def _arrive(queue, lanes, first, count, time_s, arrival_rate, mean_arrival_rate, arrival_window_s):
+    for i in range(count):
+        lane = lanes[first + i]
+        queue[i] += arrival_rate[lane] if time_s < arrival_window_s[lane] else mean_arrival_rate[lane]
+
+
+@jit
+def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate, arrival_window_s,
+                   service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
+                   phase_lane, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s,
+                   horizon_s, queue):
+    """Vehicle-seconds of waiting over horizon_s at one signal if it serves `start`
+    now (switching unless start == current), then each time its queues are empty
+    (or max green is reached) the phase with the most vehicles left to serve. Stops
+    early once the cost exceeds `bound`."""
+    first = signal_lane_ptr[signal]
+    count = signal_lane_ptr[signal + 1] - first
+    n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
+    for i in range(count):
+        queue[i] = queued[signal_lane[first + i]]
+    t = 0.0
+    cost = 0.0
+    phase = start
+    previous = current
+    continuing = start == current
+    while t < horizon_s and cost <= bound:
+        if phase < 0:   # between phases: the phase with the most vehicles it can serve
+            most = 0.0
+            for p in range(n_phases):
+                if p == previous:
+                    continue
+                g = phase_ptr[signal] + p
+                waiting = 0.0
+                for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
+                    i = phase_lane[k]
+                    if service_rate[signal_lane[first + i]] > 0.0:
+                        waiting += queue[i]
+                if waiting > most:
+                    most = waiting
+                    phase = p
+            if phase < 0 or most < EMPTY_QUEUE_VEH:   # nothing to serve: a second passes idle
+                phase = -1
+                _arrive(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate, arrival_window_s)
+                for i in range(count):
+                    cost += queue[i]
+                t += 1.0
+                continue
+        if continuing:
+            green_s = stage_time_s[signal]
+            least_s = 0.0
+        else:
+            lost = lost_s[signal] if needs_clearance[transition_offset[signal] + previous * n_phases + phase] else 0.0
+            spent = 0.0
+            while spent < lost and t < horizon_s:
+                _arrive(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate, arrival_window_s)
+                for i in range(count):
+                    cost += queue[i]
+                spent += 1.0
+                t += 1.0
+            green_s = 0.0
+            least_s = min_green_s[signal]
+        g = phase_ptr[signal] + phase
+        while t < horizon_s and cost <= bound:
+            _arrive(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate, arrival_window_s)
+            for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
+                i = phase_lane[k]
+                lane = signal_lane[first + i]
+                rate = 0.0 if continuing and blocked[lane] else service_rate[lane]
+                served = rate if queue[i] > rate else queue[i]
+                queue[i] -= served
+                cost += served * downstream_wait_s[lane]
+            for i in range(count):
+                cost += queue[i]
+            t += 1.0
+            green_s += 1.0
+            if green_s >= max_green_s[signal]:
+                break
+            if green_s >= least_s:
+                served_all = True
+                for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
+                    i = phase_lane[k]
+                    lane = signal_lane[first + i]
+                    if queue[i] >= EMPTY_QUEUE_VEH and service_rate[lane] > 0.0 and not (continuing and blocked[lane]):
+                        served_all = False
+                        break
+                if served_all:
+                    break
+        previous = phase
+        phase = -1
+        continuing = False
+    return cost
+
+
+@jit
+def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
+                    blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
+                    needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s, max_green_s, horizon_s,
+                    queue, requested):
+    """Per signal in green past its minimum: the phase to start now that gives the
+    least waiting over a rolling horizon (see `_schedule_cost`), or KEEP when that
+    is the current phase. Past max green the current phase is not a candidate.
+    Ties go to the lower phase index, as in choose_phases' ranking. signal_lane lists each
+    signal's approach lanes (CSR); phase_lane gives, per phase, the positions in
+    its signal's list of the lanes it serves. queue is scratch (longest list)."""
+    for signal in range(requested.shape[0]):
+        requested[signal] = KEEP
+        n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
+        if stage[signal] != STAGE_GREEN or stage_time_s[signal] < min_green_s[signal] or n_phases < 2:
+            continue
+        current = green_phase[signal]
+        forced = stage_time_s[signal] >= max_green_s[signal]
+        best = -1
+        best_cost = np.inf
+        for start in range(n_phases):
+            if forced and start == current:
+                continue
+            cost = _schedule_cost(start, current, signal, best_cost, queued, arrival_rate, mean_arrival_rate,
+                                  arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
+                                  signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
+                                  needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s, horizon_s, queue)
+            if cost < best_cost - SCORE_TOLERANCE:
+                best, best_cost = start, cost
+        if best != current:
+            requested[signal] = best
 
 
 @jit

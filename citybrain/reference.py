@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
+from .kernels import EMPTY_QUEUE_VEH, KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
-__all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "fixed_time_requests",
+__all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "lane_schedule_inputs",
+           "schedule_phases", "fixed_time_requests",
            "advance_signals", "count_conflicting_greens", "merge_lane_values", "merge_lanes_in_order",
            "stale_signals", "preemption_lead_s",
-           "note_discharge", "discount_blocked_lanes", "estimate_loop_queues", "state_codes"]
+           "note_discharge", "estimate_loop_queues", "state_codes"]
 
 
 def _segment_sum(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
@@ -38,8 +39,7 @@ def phase_pressure(upstream, downstream, term_ptr, term_in, term_out, term_weigh
     out[:] = _segment_sum(term_weight * (upstream[term_in] - downstream[term_out]), term_ptr)
 
 
-def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s,
-                  switch_margin, requested):
+def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, requested):
     requested[:] = KEEP
     for signal in range(len(requested)):
         first, last = phase_ptr[signal], phase_ptr[signal + 1]
@@ -50,7 +50,7 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
         best = _first_best(scores, range(len(scores)))
         if stage_time_s[signal] >= max_green_s[signal]:
             requested[signal] = _first_best(scores, [p for p in range(len(scores)) if p != current])
-        elif best != current and scores[best] > scores[current] + switch_margin[signal] + SCORE_TOLERANCE:
+        elif best != current and scores[best] > scores[current] + SCORE_TOLERANCE:
             requested[signal] = best
 
 
@@ -63,18 +63,113 @@ def _first_best(scores, candidates) -> int:
     return best
 
 
-def decide_pressure(halting, vehicles, time_s, moving_weight, zone_ptr, zone_lane, zone_weight, term_ptr, term_in,
-                    term_out, term_weight, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s,
-                    switch_margin, blocked_after_s, previous_halting, last_discharge_s, lane_demand, demand, score,
+def decide_pressure(halting, zone_ptr, zone_lane, zone_weight, term_ptr, term_in, term_out, term_weight, phase_ptr,
+                    green_phase, stage, stage_time_s, min_green_s, max_green_s, lane_demand, demand, score,
                     requested):
-    zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, lane_demand, demand)
+    zone_demand(halting, halting, 0.0, zone_ptr, zone_lane, zone_weight, lane_demand, demand)
     phase_pressure(demand, demand, term_ptr, term_in, term_out, term_weight, score)
-    if blocked_after_s > 0.0:
-        note_discharge(halting, previous_halting, time_s, last_discharge_s)
-        discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out, term_weight, green_phase,
-                               stage, stage_time_s, last_discharge_s, time_s, blocked_after_s)
-    choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, switch_margin,
-                  requested)
+    choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, requested)
+
+
+def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_weight, arrival_window_s,
+                         rate_memory_s, saturation_veh_per_s, lane_out_ptr, lane_out, exit_storage_veh,
+                         downstream_weight, blocked_after_s, previous_halting, last_discharge_s, lane_scratch, queued,
+                         approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s, blocked):
+    zone_demand(halting, vehicles, 0.0, zone_ptr, zone_lane, zone_weight, lane_scratch, queued)
+    zone_demand(halting, vehicles, 1.0, zone_ptr, zone_lane, zone_weight, lane_scratch, approaching)
+    note_discharge(halting, previous_halting, time_s, last_discharge_s)
+    arrival_rate[:] = np.maximum(approaching - queued, 0.0) / arrival_window_s
+    mean_arrival_rate += (arrival_rate - mean_arrival_rate) / rate_memory_s
+    blocked[:] = time_s - last_discharge_s >= blocked_after_s
+    counts = np.diff(lane_out_ptr)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    not_full = np.bincount(owner, weights=halting[lane_out] < exit_storage_veh[lane_out], minlength=len(counts))
+    service_rate[:] = np.where((counts > 0) & (not_full == 0), 0.0, saturation_veh_per_s)
+    waits = np.bincount(owner, weights=queued[lane_out], minlength=len(counts))
+    downstream_wait_s[:] = downstream_weight * waits / np.maximum(counts, 1) / saturation_veh_per_s
+
+
+def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_green_s, max_green_s, horizon_s):
+    """The same fluid schedule as kernels._schedule_cost, over numpy arrays of the
+    signal's lanes (no early stop)."""
+    (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked) = inputs
+    (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset, needs_clearance,
+     lost_s) = structure
+    lanes = signal_lane[signal_lane_ptr[signal]:signal_lane_ptr[signal + 1]]
+    n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
+    served_by = [phase_lane[phase_lane_ptr[g]:phase_lane_ptr[g + 1]]
+                 for g in range(phase_ptr[signal], phase_ptr[signal + 1])]
+    queue = queued[lanes].astype(np.float64)
+    can_serve = service_rate[lanes] > 0.0
+    clock = {"t": 0.0, "cost": 0.0}
+
+    def arrive():
+        queue[:] += np.where(clock["t"] < arrival_window_s[lanes], arrival_rate[lanes], mean_arrival_rate[lanes])
+
+    def wait_one_second():
+        arrive()
+        clock["cost"] += queue.sum()
+        clock["t"] += 1.0
+
+    phase, previous, continuing = start, current, start == current
+    while clock["t"] < horizon_s:
+        if phase < 0:
+            waiting = np.array([queue[served_by[p]][can_serve[served_by[p]]].sum() if p != previous else -1.0
+                                for p in range(n_phases)])
+            if waiting.max() <= 0.0 or waiting.max() < EMPTY_QUEUE_VEH:
+                wait_one_second()
+                continue
+            phase = int(np.argmax(waiting))
+        if continuing:
+            green_s, least_s = stage_time_s[signal], 0.0
+        else:
+            if needs_clearance[transition_offset[signal] + previous * n_phases + phase]:
+                for _ in range(int(np.ceil(lost_s[signal]))):
+                    if clock["t"] >= horizon_s:
+                        break
+                    wait_one_second()
+            green_s, least_s = 0.0, min_green_s[signal]
+        mine = served_by[phase]
+        rate = np.where(continuing & blocked[lanes[mine]], 0.0, service_rate[lanes[mine]])
+        while clock["t"] < horizon_s:
+            arrive()
+            served = np.minimum(queue[mine], rate)
+            queue[mine] -= served
+            clock["cost"] += (served * downstream_wait_s[lanes[mine]]).sum() + queue.sum()
+            clock["t"] += 1.0
+            green_s += 1.0
+            if green_s >= max_green_s[signal]:
+                break
+            if green_s >= least_s and not ((queue[mine] >= EMPTY_QUEUE_VEH) & (rate > 0.0)).any():
+                break
+        previous, phase, continuing = phase, -1, False
+    return clock["cost"]
+
+
+def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
+                    blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
+                    needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s, max_green_s, horizon_s,
+                    queue, requested):
+    inputs = (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked)
+    structure = (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
+                 needs_clearance, lost_s)
+    requested[:] = KEEP
+    for signal in range(len(requested)):
+        n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
+        if stage[signal] != STAGE_GREEN or stage_time_s[signal] < min_green_s[signal] or n_phases < 2:
+            continue
+        current = green_phase[signal]
+        forced = stage_time_s[signal] >= max_green_s[signal]
+        best, best_cost = -1, np.inf
+        for start in range(n_phases):   # ties go to the lower index
+            if forced and start == current:
+                continue
+            cost = _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_green_s, max_green_s,
+                                  horizon_s)
+            if cost < best_cost - SCORE_TOLERANCE:
+                best, best_cost = start, cost
+        if best != current:
+            requested[signal] = best
 
 
 def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, dt_s, requested):
@@ -186,17 +281,6 @@ def note_discharge(halting, previous_halting, time_s, last_discharge_s):
     previous_halting[:] = halting
 
 
-def discount_blocked_lanes(score, demand, phase_ptr, term_ptr, term_in, term_out, term_weight, green_phase, stage,
-                           stage_time_s, last_discharge_s, time_s, blocked_after_s):
-    term_phase = np.repeat(np.arange(len(term_ptr) - 1), np.diff(term_ptr))
-    held = (stage == STAGE_GREEN) & (stage_time_s >= blocked_after_s)
-    current = np.zeros(len(term_ptr) - 1, dtype=bool)
-    current[(phase_ptr[:-1] + green_phase)[held]] = True
-    blocked = current[term_phase] & (time_s - last_discharge_s[term_in] >= blocked_after_s)
-    np.subtract.at(score, term_phase[blocked],
-                   term_weight[blocked] * (demand[term_in[blocked]] - demand[term_out[blocked]]))
-
-
 def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_loop, stop_share, advance_ptr,
                          advance_loop, advance_share,
                          capacity_veh, crossing_s, standing_occupancy, empty_after_extra_s,
@@ -217,5 +301,5 @@ def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_l
         decay = np.where(crossing_s > 0, np.exp(-elapsed_s / np.where(crossing_s > 0, crossing_s, 1.0)), 0.0)
     in_transit_veh[:] = in_transit_veh * decay + arrived
     vehicles[lane] = count
-    halting[lane] = np.where(at_line >= standing_occupancy, np.maximum(count - in_transit_veh, 0.0), 0.0)
+    halting[lane] = np.maximum(count - in_transit_veh, 0.0)
     occupancy[lane] = at_line
