@@ -1,7 +1,7 @@
 """Where one decision step goes, part by part (the path `citybrain bench latency` times whole).
 
-    .venv/bin/python benchmarks/step_breakdown.py 100
-    .venv/bin/python benchmarks/step_breakdown.py 10000
+    .venv/bin/python benchmarks/step_breakdown.py 100 [citybrain|maxpressure]
+    .venv/bin/python benchmarks/step_breakdown.py 10000 maxpressure
 
 Same generated grid and synthetic frames as the bench; prints the median of each part
 over 568 steps after 32 warm-up steps.
@@ -21,10 +21,10 @@ from citybrain.field import FieldConfig, FieldEngine
 from citybrain.frame import DetectorFrame
 
 
-def main(size: int) -> None:
+def main(size: int, controller: str) -> None:
     _, net = cached_network(size)
     frames = _synthetic_frames(net, 16)
-    field = FieldEngine(net, make_controller("citybrain", net), SignalTiming(), FieldConfig(clock="frames"))
+    field = FieldEngine(net, make_controller(controller, net), SignalTiming(), FieldConfig(clock="frames"))
     field.receive(b"b", protocol.encode(protocol.Hello(1, 0.0, "b", net.signal_ids, net.lane_ids)), 0.0, 0.0)
     session = field.sessions[b"b"]
     messages = [protocol.DetectorMessage(i + 2, float(i), None, *frames[i % 16]) for i in range(600)]
@@ -67,4 +67,4 @@ def main(size: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100, sys.argv[2] if len(sys.argv) > 2 else "citybrain")

@@ -68,11 +68,11 @@ def _synthetic_frames(network: Network, count: int, seed: int = 0) -> list[tuple
 
 # -- latency -----------------------------------------------------------------
 
-def _decision_samples(network: Network, ops, repeat: int, frames) -> np.ndarray:
+def _decision_samples(network: Network, controller: str, ops, repeat: int, frames) -> np.ndarray:
     """Time the full decision step: a frame's lanes validated and merged into the
     engine's state, the controller, the safety layer, per-gateway command diff
     and its encoding. The frame arrives already decoded (the wire is `bench wire`)."""
-    field = FieldEngine(network, make_controller("citybrain", network, kernels=ops), SignalTiming(),
+    field = FieldEngine(network, make_controller(controller, network, kernels=ops), SignalTiming(),
                         FieldConfig(clock="frames"), kernels=ops)
     gateway = b"bench"
     field.receive(gateway, protocol.encode(protocol.Hello(1, 0.0, "bench", network.signal_ids, network.lane_ids)),
@@ -93,13 +93,13 @@ def _decision_samples(network: Network, ops, repeat: int, frames) -> np.ndarray:
 
 
 def latency(sizes: list[int], repeat: int = 2000, numpy_repeat: int = 200, cache: Path = DEFAULT_CACHE,
-            log: Callable[[str], None] = print) -> dict:
+            log: Callable[[str], None] = print, controller: str = "citybrain") -> dict:
     results = {}
     for size in sizes:
         _, network = cached_network(size, cache)
         frames = _synthetic_frames(network, 16)
-        fast = _decision_samples(network, kernels, repeat, frames)
-        slow = _decision_samples(network, reference, numpy_repeat, frames)
+        fast = _decision_samples(network, controller, kernels, repeat, frames)
+        slow = _decision_samples(network, controller, reference, numpy_repeat, frames)
         p50, p99, worst = np.percentile(fast, [50, 99, 100])
         numpy_p50 = float(np.percentile(slow, 50))
         results[str(size)] = {
@@ -109,10 +109,10 @@ def latency(sizes: list[int], repeat: int = 2000, numpy_repeat: int = 200, cache
             "numpy_p50_us": round(numpy_p50, 1), "numpy_over_numba": round(numpy_p50 / float(p50), 1),
         }
         r = results[str(size)]
-        log(f"{size:>6} signals ({r['lanes']} lanes): p50 {r['p50_us']:.0f} us  p99 {r['p99_us']:.0f} us  "
+        log(f"{controller}, {size:>6} signals ({r['lanes']} lanes): p50 {r['p50_us']:.0f} us  p99 {r['p99_us']:.0f} us  "
             f"max {r['max_us']:.0f} us; numpy reference p50 {r['numpy_p50_us']:.0f} us "
             f"({r['numpy_over_numba']:.1f}x)")
-    return {"sizes": results, "machine": _machine()}
+    return {"controller": controller, "sizes": results, "machine": _machine()}
 
 
 # -- wire --------------------------------------------------------------------

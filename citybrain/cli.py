@@ -207,7 +207,8 @@ def _cmd_bench(args) -> None:
     from . import bench
     cache = Path(args.cache)
     if args.bench == "latency":
-        report = bench.latency(_sizes(args.sizes), args.repeat, max(20, args.repeat // 10), cache)
+        report = bench.latency(_sizes(args.sizes), args.repeat, max(20, args.repeat // 10), cache,
+                               controller=args.controller)
     elif args.bench == "wire":
         report = bench.wire(_sizes(args.sizes), args.rate, args.seconds, cache)
     elif args.bench == "scale":
@@ -366,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     lat = kinds.add_parser("latency", help="one full decision step on generated grids, numba vs numpy")
     lat.add_argument("--sizes", default="100,1000,10000", help="signals per grid (default 100,1000,10000)")
     lat.add_argument("--repeat", type=int, default=2000, help="timed steps per size (default 2000)")
+    lat.add_argument("--controller", default="citybrain", choices=("citybrain", "maxpressure"),
+                     help="the controller in the timed step (default citybrain)")
     wir = kinds.add_parser("wire", help="frame-to-command latency through ZeroMQ on loopback")
     wir.add_argument("--sizes", default="100,10000", help="signals per grid (default 100,10000)")
     wir.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")

@@ -1,6 +1,8 @@
 """Every `citybrain bench` subcommand at a tiny size, so none of them rots."""
 import json
 
+import pytest
+
 from .conftest import SHORT
 from .test_cli import citybrain
 
@@ -12,8 +14,10 @@ def run_bench(tmp_path, *args):
     return json.loads(out.read_text()), run.stdout
 
 
-def test_bench_latency(tmp_path):
-    report, stdout = run_bench(tmp_path, "latency", "--sizes", "4", "--repeat", "50")
+@pytest.mark.parametrize("controller", ["citybrain", "maxpressure"])
+def test_bench_latency(tmp_path, controller):
+    report, stdout = run_bench(tmp_path, "latency", "--sizes", "4", "--repeat", "50", "--controller", controller)
+    assert report["controller"] == controller
     size = report["sizes"]["4"]
     assert size["signals"] == 4 and 0 < size["p50_us"] <= size["p99_us"] <= size["max_us"]
     assert size["numpy_p50_us"] > 0 and "numpy reference" in stdout
