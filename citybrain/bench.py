@@ -128,9 +128,10 @@ def latency(sizes: list[int], repeat: int = 2000, numpy_repeat: int = 200, cache
 
 # -- wire --------------------------------------------------------------------
 
-def _start_engine(net_file: Path, period_s: float) -> tuple[subprocess.Popen, str]:
+def _start_engine(net_file: Path, period_s: float, controller: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "citybrain.cli", "serve", str(net_file), "--clock", "frames",
-                             "--period", str(period_s), "--bind", "tcp://127.0.0.1:*", "--metrics-port", "-1"],
+                             "--period", str(period_s), "--bind", "tcp://127.0.0.1:*", "--metrics-port", "-1",
+                             "--controller", controller],
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         match = re.search(r"listening on (\S+);", line)
@@ -140,12 +141,12 @@ def _start_engine(net_file: Path, period_s: float) -> tuple[subprocess.Popen, st
     raise RuntimeError(f"citybrain serve did not start (exit {proc.wait()})")
 
 
-def _wire_one(size: int, rate_hz: float, seconds: float, cache: Path) -> dict:
+def _wire_one(size: int, rate_hz: float, seconds: float, cache: Path, controller: str) -> dict:
     """`citybrain serve` in its own process; this process plays a gateway sending
     a full frame at `rate_hz` and timing each until the command answering it."""
     net_file, network = cached_network(size, cache)
     period_s = 1.0 / rate_hz
-    engine, endpoint = _start_engine(net_file, period_s)
+    engine, endpoint = _start_engine(net_file, period_s, controller)
     try:
         link = GatewayLink(endpoint)
         seq = 1
@@ -190,14 +191,14 @@ def _wire_one(size: int, rate_hz: float, seconds: float, cache: Path) -> dict:
 
 
 def wire(sizes: list[int], rate_hz: float = 10.0, seconds: float = 30.0, cache: Path = DEFAULT_CACHE,
-         log: Callable[[str], None] = print) -> dict:
+         log: Callable[[str], None] = print, controller: str = "citybrain") -> dict:
     results = {}
     for size in sizes:
-        r = results[str(size)] = _wire_one(size, rate_hz, seconds, cache)
-        log(f"{size:>6} signals, {r['frame_bytes'] / 1e3:.0f} kB frames at {rate_hz:g} Hz "
+        r = results[str(size)] = _wire_one(size, rate_hz, seconds, cache, controller)
+        log(f"{controller}, {size:>6} signals, {r['frame_bytes'] / 1e3:.0f} kB frames at {rate_hz:g} Hz "
             f"(achieved {r['achieved_hz']:g}): frame->command p50 {r['p50_us']:.0f} us  p99 {r['p99_us']:.0f} us  "
             f"max {r['max_us']:.0f} us; {r['answered']}/{r['frames']} answered, {r['lost']} lost")
-    return {"sizes": results, "machine": _machine()}
+    return {"controller": controller, "sizes": results, "machine": _machine()}
 
 
 # -- scale -------------------------------------------------------------------

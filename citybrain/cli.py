@@ -210,7 +210,7 @@ def _cmd_bench(args) -> None:
         report = bench.latency(_sizes(args.sizes), args.repeat, max(20, args.repeat // 10), cache,
                                controller=args.controller)
     elif args.bench == "wire":
-        report = bench.wire(_sizes(args.sizes), args.rate, args.seconds, cache)
+        report = bench.wire(_sizes(args.sizes), args.rate, args.seconds, cache, controller=args.controller)
     elif args.bench == "scale":
         report = bench.scale(_sizes(args.sizes), args.seconds, cache)
     elif args.bench == "emergency":
@@ -367,12 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     lat = kinds.add_parser("latency", help="one full decision step on generated grids, numba vs numpy")
     lat.add_argument("--sizes", default="100,1000,10000", help="signals per grid (default 100,1000,10000)")
     lat.add_argument("--repeat", type=int, default=2000, help="timed steps per size (default 2000)")
-    lat.add_argument("--controller", default="citybrain", choices=("citybrain", "maxpressure"),
+    lat.add_argument("--controller", default="citybrain", choices=adaptive,
                      help="the controller in the timed step (default citybrain)")
     wir = kinds.add_parser("wire", help="frame-to-command latency through ZeroMQ on loopback")
     wir.add_argument("--sizes", default="100,10000", help="signals per grid (default 100,10000)")
     wir.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
     wir.add_argument("--seconds", type=float, default=30.0, help="wall seconds per size (default 30)")
+    wir.add_argument("--controller", default="citybrain", choices=adaptive,
+                     help="the engine's controller (default citybrain)")
     sca = kinds.add_parser("scale", help="SUMO + engine on generated grids: wall time per simulated second")
     sca.add_argument("--sizes", default="100,1024,10000", help="signals per grid (default 100,1024,10000)")
     sca.add_argument("--seconds", type=float, default=60.0, help="simulated seconds (default 60)")
