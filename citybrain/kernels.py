@@ -224,6 +224,16 @@ def _arrive(queue, lanes, first, count, time_s, arrival_rate, mean_arrival_rate,
 
 
 @jit
+def _wait_one_second(queue, lanes, first, count, time_s, arrival_rate, mean_arrival_rate, arrival_window_s):
+    """A second in which nobody is served: arrivals join the queues; returns the vehicle-seconds waited."""
+    _arrive(queue, lanes, first, count, time_s, arrival_rate, mean_arrival_rate, arrival_window_s)
+    waited = 0.0
+    for i in range(count):
+        waited += queue[i]
+    return waited
+
+
+@jit
 def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate, arrival_window_s,
                    service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
                    phase_lane, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s,
@@ -259,9 +269,8 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
                     phase = p
             if phase < 0 or most < EMPTY_QUEUE_VEH:   # nothing to serve: a second passes idle
                 phase = -1
-                _arrive(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate, arrival_window_s)
-                for i in range(count):
-                    cost += queue[i]
+                cost += _wait_one_second(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate,
+                                         arrival_window_s)
                 t += 1.0
                 continue
         if continuing:
@@ -271,9 +280,8 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
             lost = lost_s[signal] if needs_clearance[transition_offset[signal] + previous * n_phases + phase] else 0.0
             spent = 0.0
             while spent < lost and t < horizon_s:
-                _arrive(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate, arrival_window_s)
-                for i in range(count):
-                    cost += queue[i]
+                cost += _wait_one_second(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate,
+                                         arrival_window_s)
                 spent += 1.0
                 t += 1.0
             green_s = 0.0
@@ -328,15 +336,29 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
             continue
         current = green_phase[signal]
         forced = stage_time_s[signal] >= max_green_s[signal]
+        # Keeping the current phase usually wins: costing it first bounds the others early.
+        # A candidate costing more than it cannot be chosen, so cutting it short changes nothing.
+        keep_cost = np.inf
+        if not forced:
+            keep_cost = _schedule_cost(current, current, signal, np.inf, queued, arrival_rate, mean_arrival_rate,
+                                       arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
+                                       signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
+                                       needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s, horizon_s,
+                                       queue)
         best = -1
         best_cost = np.inf
         for start in range(n_phases):
             if forced and start == current:
                 continue
-            cost = _schedule_cost(start, current, signal, best_cost, queued, arrival_rate, mean_arrival_rate,
-                                  arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
-                                  signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
-                                  needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s, horizon_s, queue)
+            if start == current:
+                cost = keep_cost
+            else:
+                bound = min(best_cost, keep_cost + SCORE_TOLERANCE)
+                cost = _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate,
+                                      arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
+                                      signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
+                                      needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s, horizon_s,
+                                      queue)
             if cost < best_cost - SCORE_TOLERANCE:
                 best, best_cost = start, cost
         if best != current:
