@@ -230,12 +230,12 @@ def _grid_scenario(size: int, seconds: float, cache: Path) -> Path:
 
 
 def scale(sizes: list[int], seconds: float = 60.0, cache: Path = DEFAULT_CACHE,
-          log: Callable[[str], None] = print) -> dict:
-    """citybrain in SUMO on each grid; wall time per simulated second, split."""
+          log: Callable[[str], None] = print, controller: str = "citybrain") -> dict:
+    """`controller` in SUMO on each grid; wall time per simulated second, split."""
     results = {}
     for size in sizes:
         config = _grid_scenario(size, seconds, cache)
-        run = simulate(config, "citybrain", RunOptions())
+        run = simulate(config, controller, RunOptions())
         split = run["timing"]
         per_s = {k: v / run["simulated_s"] for k, v in split.items()}
         wall = run["wall_s"] / run["simulated_s"]
@@ -246,11 +246,11 @@ def scale(sizes: list[int], seconds: float = 60.0, cache: Path = DEFAULT_CACHE,
             "engine_share": round(per_s["engine_s"] / wall, 4),
         }
         r = results[str(size)]
-        log(f"{size:>6} signals: {r['wall_per_sim_s'] * 1e3:.1f} ms wall per simulated s: SUMO step "
+        log(f"{controller}, {size:>6} signals: {r['wall_per_sim_s'] * 1e3:.1f} ms wall per simulated s: SUMO step "
             f"{r['sumo_step_s_per_sim_s'] * 1e3:.1f}, SUMO reads/writes {r['sumo_io_s_per_sim_s'] * 1e3:.1f}, "
             f"engine {r['engine_s_per_sim_s'] * 1e3:.2f} ({r['engine_share']:.1%}), safety audit "
             f"{r['audit_s_per_sim_s'] * 1e3:.1f}")
-    return {"sizes": results, "machine": _machine()}
+    return {"controller": controller, "sizes": results, "machine": _machine()}
 
 
 # -- scenarios ---------------------------------------------------------------

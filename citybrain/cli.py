@@ -212,7 +212,7 @@ def _cmd_bench(args) -> None:
     elif args.bench == "wire":
         report = bench.wire(_sizes(args.sizes), args.rate, args.seconds, cache, controller=args.controller)
     elif args.bench == "scale":
-        report = bench.scale(_sizes(args.sizes), args.seconds, cache)
+        report = bench.scale(_sizes(args.sizes), args.seconds, cache, controller=args.controller)
     elif args.bench == "emergency":
         report = _bench_emergency(args, bench, cache)
     else:
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     sca = kinds.add_parser("scale", help="SUMO + engine on generated grids: wall time per simulated second")
     sca.add_argument("--sizes", default="100,1024,10000", help="signals per grid (default 100,1024,10000)")
     sca.add_argument("--seconds", type=float, default=60.0, help="simulated seconds (default 60)")
+    sca.add_argument("--controller", default="citybrain", choices=adaptive, help="the controller (default citybrain)")
     scn = kinds.add_parser("scenarios", help="every controller on grid10x10 and the RESCO maps")
     scn.add_argument("--resco", default="../shared/networks/resco", help="RESCO maps folder")
     scn.add_argument("--scenario", action="append", help="run these instead (repeatable)")

@@ -52,6 +52,8 @@ class ControllerConfig:
     # A lane is full when its halted vehicles fill this share of its length at jam
     # spacing (queued cars stop short of the lane's ends).
     exit_full_share: float = 0.85
+    # Road length one standing vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
+    jam_spacing_m: float = 7.5
     # A green lane whose queue has not shrunk for this long has a blocked head
     # vehicle: three saturation headways (~2 s each) without one departure.
     blocked_after_s: float = 6.0

@@ -113,7 +113,7 @@ class CityBrainController:
         owner = np.repeat(np.arange(n), np.diff(net.zone_ptr))
         np.maximum.at(reach_m, owner, net.zone_offset_m + net.lane_length_m[net.zone_lane])
         self.arrival_window_s = np.maximum(reach_m / np.maximum(net.lane_speed_mps, 1.0), 1.0)
-        self.exit_storage_veh = config.exit_full_share * np.maximum(net.lane_length_m / JAM_SPACING_M, 1.0)
+        self.exit_storage_veh = config.exit_full_share * np.maximum(net.lane_length_m / config.jam_spacing_m, 1.0)
         order = np.argsort(net.move_in_lane, kind="stable")
         self.lane_out = net.move_out_lane[order].astype(np.int32)
         self.lane_out_ptr = np.searchsorted(net.move_in_lane[order], np.arange(n + 1)).astype(np.int32)
@@ -140,10 +140,6 @@ class CityBrainController:
             self.phase_lane_ptr, self.phase_lane, net.transition_offset, net.needs_clearance, self.lost_s,
             signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, self.max_green_s,
             config.horizon_s, self.queue, requested)
-
-
-# Road length one standing vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
-JAM_SPACING_M = 7.5
 
 
 def _approach_lanes(net: Network) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
