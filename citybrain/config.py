@@ -41,6 +41,10 @@ class ControllerConfig:
     horizon_s: float = 60.0
     # Saturation flow per lane: 1,800 veh/h, one vehicle every 2 s (HCM's base is 1,900 pc/h).
     saturation_veh_per_s: float = 0.5
+    # A lane whose links are only permissive ('g') in a phase discharges through gaps in
+    # the opposing flow: this share of saturation flow (HCM's permissive adjustment is
+    # about a half at moderate opposing flow).
+    permissive_share: float = 0.5
     # Start-up lost time of a newly green queue (HCM), added to each switch's yellow and all-red.
     start_up_lost_s: float = 2.0
     # A lane's mean arrival rate, used past what its detection zone shows, follows

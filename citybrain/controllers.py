@@ -80,7 +80,8 @@ class CityBrainController:
     approach lanes for the next `horizon_s` with a fluid queue model, once per
     phase it could start now: queues from the detectors, arrivals from the moving
     vehicles in each detection zone (then the lane's recent mean flow),
-    discharge at saturation flow while green, the net's yellow and all-red plus
+    discharge at saturation flow while green (half of it for a lane whose links
+    are only permissive in that phase), the net's yellow and all-red plus
     a start-up loss on every switch, and after each phase the phase with the
     most vehicles left to serve. It starts the phase whose schedule leaves the
     least waiting (vehicle-seconds); keeping the current one is just another
@@ -117,7 +118,8 @@ class CityBrainController:
         order = np.argsort(net.move_in_lane, kind="stable")
         self.lane_out = net.move_out_lane[order].astype(np.int32)
         self.lane_out_ptr = np.searchsorted(net.move_in_lane[order], np.arange(n + 1)).astype(np.int32)
-        self.signal_lane_ptr, self.signal_lane, self.phase_lane_ptr, self.phase_lane = _approach_lanes(net)
+        (self.signal_lane_ptr, self.signal_lane, self.phase_lane_ptr, self.phase_lane,
+         self.phase_lane_share) = _approach_lanes(net, config.permissive_share)
         self.lost_s = np.ceil(net.yellow_s + net.all_red_s + config.start_up_lost_s)
         self.max_green_s = np.full(net.n_signals, config.max_green_s)
         self.queue = np.zeros(max(int(np.diff(self.signal_lane_ptr).max(initial=0)), 1))
@@ -137,27 +139,39 @@ class CityBrainController:
         k.schedule_phases(
             self.queued, self.arrival_rate, self.mean_arrival_rate, self.arrival_window_s, self.service_rate,
             self.downstream_wait_s, self.blocked, self.signal_lane_ptr, self.signal_lane, net.phase_ptr,
-            self.phase_lane_ptr, self.phase_lane, net.transition_offset, net.needs_clearance, self.lost_s,
+            self.phase_lane_ptr, self.phase_lane, self.phase_lane_share, net.transition_offset, net.needs_clearance,
+            self.lost_s,
             signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, self.max_green_s,
             config.horizon_s, self.queue, requested)
 
 
-def _approach_lanes(net: Network) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CSR by signal of the lanes its phases serve, and CSR by phase of the positions,
-    in its signal's list, of the lanes that phase serves (from the pressure terms)."""
-    signal_ptr, signal_lanes, phase_ptr, phase_lanes = [0], [], [0], []
+def _approach_lanes(net: Network, permissive_share: float) -> tuple[np.ndarray, ...]:
+    """CSR by signal of the lanes its phases serve; CSR by phase of the positions,
+    in its signal's list, of the lanes that phase serves (from the pressure terms);
+    and per such entry the share of saturation flow the lane discharges at in that
+    phase: 1 where one of its links is protected ('G'), else permissive_share."""
+    signal_ptr, signal_lanes, phase_ptr, phase_lanes, shares = [0], [], [0], [], []
     for signal in range(net.n_signals):
         phases = range(net.phase_ptr[signal], net.phase_ptr[signal + 1])
         lanes = list(dict.fromkeys(int(net.term_in_lane[k]) for g in phases
                                    for k in range(net.term_ptr[g], net.term_ptr[g + 1])))
         position = {lane: i for i, lane in enumerate(lanes)}
+        mine = net.move_signal == signal
+        links = {lane: net.move_link[mine & (net.move_in_lane == lane)] for lane in lanes}
         signal_lanes += lanes
         signal_ptr.append(len(signal_lanes))
         for g in phases:
-            phase_lanes += sorted({position[int(net.term_in_lane[k])] for k in range(net.term_ptr[g], net.term_ptr[g + 1])})
+            served = sorted({position[int(net.term_in_lane[k])] for k in range(net.term_ptr[g], net.term_ptr[g + 1])})
+            levels = net.phase_green_level[net.phase_link_ptr[g]:net.phase_link_ptr[g + 1]]
+            phase_lanes += served
+            shares += [1.0 if (levels[links[lanes[i]]] == PROTECTED_GREEN).any() else permissive_share for i in served]
             phase_ptr.append(len(phase_lanes))
     as_i32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
-    return as_i32(signal_ptr), as_i32(signal_lanes), as_i32(phase_ptr), as_i32(phase_lanes)
+    return as_i32(signal_ptr), as_i32(signal_lanes), as_i32(phase_ptr), as_i32(phase_lanes), np.array(shares)
+
+
+# network.Network.phase_green_level of a protected green ('G'; 1 is a permissive 'g').
+PROTECTED_GREEN = 2
 
 
 class FixedTimePlan:

@@ -236,8 +236,8 @@ def _wait_one_second(queue, lanes, first, count, time_s, arrival_rate, mean_arri
 @jit
 def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate, arrival_window_s,
                    service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
-                   phase_lane, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s,
-                   horizon_s, queue):
+                   phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
+                   max_green_s, horizon_s, queue):
     """Vehicle-seconds of waiting over horizon_s at one signal if it serves `start`
     now (switching unless start == current), then each time its queues are empty
     (or max green is reached) the phase with the most vehicles left to serve. Stops
@@ -292,7 +292,7 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
             for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
                 i = phase_lane[k]
                 lane = signal_lane[first + i]
-                rate = 0.0 if continuing and blocked[lane] else service_rate[lane]
+                rate = 0.0 if continuing and blocked[lane] else service_rate[lane] * phase_lane_share[k]
                 served = rate if queue[i] > rate else queue[i]
                 queue[i] -= served
                 cost += served * downstream_wait_s[lane]
@@ -320,15 +320,16 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
 
 @jit
 def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
-                    blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
-                    needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s, max_green_s, horizon_s,
-                    queue, requested):
+                    blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
+                    transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
+                    max_green_s, horizon_s, queue, requested):
     """Per signal in green past its minimum: the phase to start now that gives the
     least waiting over a rolling horizon (see `_schedule_cost`), or KEEP when that
     is the current phase. Past max green the current phase is not a candidate.
-    Ties go to the lower phase index, as in choose_phases' ranking. signal_lane lists each
-    signal's approach lanes (CSR); phase_lane gives, per phase, the positions in
-    its signal's list of the lanes it serves. queue is scratch (longest list)."""
+    Ties go to the lower phase index, as in choose_phases' ranking. signal_lane
+    lists each signal's approach lanes (CSR); phase_lane gives, per phase, the positions in
+    its signal's list of the lanes it serves, and phase_lane_share the share of
+    saturation flow each discharges at in that phase. queue is scratch (longest list)."""
     for signal in range(requested.shape[0]):
         requested[signal] = KEEP
         n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
@@ -342,9 +343,9 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
         if not forced:
             keep_cost = _schedule_cost(current, current, signal, np.inf, queued, arrival_rate, mean_arrival_rate,
                                        arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
-                                       signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
-                                       needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s, horizon_s,
-                                       queue)
+                                       signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
+                                       transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
+                                       max_green_s, horizon_s, queue)
         best = -1
         best_cost = np.inf
         for start in range(n_phases):
@@ -356,9 +357,9 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
                 bound = min(best_cost, keep_cost + SCORE_TOLERANCE)
                 cost = _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate,
                                       arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
-                                      signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
-                                      needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s, horizon_s,
-                                      queue)
+                                      signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
+                                      transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
+                                      max_green_s, horizon_s, queue)
             if cost < best_cost - SCORE_TOLERANCE:
                 best, best_cost = start, cost
         if best != current:

@@ -93,12 +93,14 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
     """The same fluid schedule as kernels._schedule_cost, over numpy arrays of the
     signal's lanes (no early stop)."""
     (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked) = inputs
-    (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset, needs_clearance,
-     lost_s) = structure
+    (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share, transition_offset,
+     needs_clearance, lost_s) = structure
     lanes = signal_lane[signal_lane_ptr[signal]:signal_lane_ptr[signal + 1]]
     n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
     served_by = [phase_lane[phase_lane_ptr[g]:phase_lane_ptr[g + 1]]
                  for g in range(phase_ptr[signal], phase_ptr[signal + 1])]
+    share_of = [phase_lane_share[phase_lane_ptr[g]:phase_lane_ptr[g + 1]]
+                for g in range(phase_ptr[signal], phase_ptr[signal + 1])]
     queue = queued[lanes].astype(np.float64)
     can_serve = service_rate[lanes] > 0.0
     clock = {"t": 0.0, "cost": 0.0}
@@ -130,7 +132,7 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
                     wait_one_second()
             green_s, least_s = 0.0, min_green_s[signal]
         mine = served_by[phase]
-        rate = np.where(continuing & blocked[lanes[mine]], 0.0, service_rate[lanes[mine]])
+        rate = np.where(continuing & blocked[lanes[mine]], 0.0, service_rate[lanes[mine]] * share_of[phase])
         while clock["t"] < horizon_s:
             arrive()
             served = np.minimum(queue[mine], rate)
@@ -147,12 +149,12 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
 
 
 def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
-                    blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
-                    needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s, max_green_s, horizon_s,
-                    queue, requested):
+                    blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
+                    transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
+                    max_green_s, horizon_s, queue, requested):
     inputs = (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked)
-    structure = (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, transition_offset,
-                 needs_clearance, lost_s)
+    structure = (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
+                 transition_offset, needs_clearance, lost_s)
     requested[:] = KEEP
     for signal in range(len(requested)):
         n_phases = phase_ptr[signal + 1] - phase_ptr[signal]

@@ -368,13 +368,14 @@ def test_schedule_phases_matches_reference(seed):
     service = np.where(rng.random(n) < 0.05, 0.0, 0.5)
     wait = rng.uniform(0, 20, n)
     blocked = rng.random(n) < 0.1
+    share = np.where(rng.random(controller.phase_lane.size) < 0.3, 0.5, 1.0)   # some permissive-only lanes
     min_green, max_green = np.full(net.n_signals, 6.0), np.full(net.n_signals, 60.0)
     decisions = []
     for ops in (kernels, reference):
         requested = np.zeros(net.n_signals, dtype=np.int32)
         ops.schedule_phases(queued, rate, mean_rate, controller.arrival_window_s, service, wait, blocked,
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
-                            controller.phase_lane_ptr, controller.phase_lane, net.transition_offset,
+                            controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
                             controller.queue, requested)
         decisions.append(requested)
