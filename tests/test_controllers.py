@@ -1,0 +1,77 @@
+"""What the citybrain scheduler decides in situations whose right answer is plain."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from citybrain.config import SignalTiming
+from citybrain.controllers import make_controller
+from citybrain.frame import DetectorFrame
+from citybrain.kernels import KEEP, STAGE_GREEN
+from citybrain.network import load_network
+
+from .conftest import GRID10_NET
+
+
+@pytest.fixture(scope="module")
+def net():
+    return load_network(GRID10_NET)
+
+
+def only_in(controller, signal, phase, other):
+    """Approach lanes `phase` of `signal` serves and `other` does not."""
+    first = controller.signal_lane_ptr[signal]
+
+    def served(p):
+        g = controller.network.phase_ptr[signal] + p
+        positions = controller.phase_lane[controller.phase_lane_ptr[g]:controller.phase_lane_ptr[g + 1]]
+        return set(controller.signal_lane[first + positions].tolist())
+    return sorted(served(phase) - served(other))
+
+
+def signals_in_green(net, phase, elapsed_s):
+    timing = SignalTiming()
+    return SimpleNamespace(green_phase=np.full(net.n_signals, phase, dtype=np.int32),
+                           stage=np.full(net.n_signals, STAGE_GREEN, dtype=np.int8),
+                           stage_time_s=np.full(net.n_signals, elapsed_s),
+                           min_green_s=timing.min_green_of(net.yellow_s + net.all_red_s))
+
+
+def decide(controller, net, halting, signals, time_s=100.0):
+    requested = np.zeros(net.n_signals, dtype=np.int32)
+    controller.decide(DetectorFrame(time_s, halting.copy(), halting.copy(), np.zeros(net.n_lanes)), signals,
+                      requested)
+    return requested
+
+
+def test_a_discharging_green_is_kept_and_a_served_one_ends(net):
+    controller = make_controller("citybrain", net)
+    signal = int(np.flatnonzero(np.diff(net.phase_ptr) == 4)[0])   # an inner signal: 2 through, 2 left phases
+    # Phase 0 serves one street (its lefts permissively), phase 2 the crossing street.
+    mine, theirs = only_in(controller, signal, 0, 2), only_in(controller, signal, 2, 0)
+    assert mine and theirs
+    signals = signals_in_green(net, 0, elapsed_s=20.0)
+
+    queued_here = np.zeros(net.n_lanes)
+    queued_here[mine] = 8.0          # the green's own queue, still there
+    queued_here[theirs] = 2.0
+    assert decide(controller, net, queued_here, signals)[signal] == KEEP
+
+    served = np.zeros(net.n_lanes)
+    served[theirs] = 8.0             # the green's queue is gone; another phase waits
+    assert decide(make_controller("citybrain", net), net, served, signals)[signal] == 2
+
+
+def test_past_max_green_the_current_phase_is_never_kept(net):
+    controller = make_controller("citybrain", net)
+    signals = signals_in_green(net, 0, elapsed_s=controller.config.max_green_s)
+    halting = np.full(net.n_lanes, 5.0)
+    requested = decide(controller, net, halting, signals)
+    deciding = np.diff(net.phase_ptr) >= 2
+    assert (requested[deciding] != KEEP).all() and (requested[deciding] != 0).all()
+
+
+def test_nothing_is_decided_before_the_minimum_green(net):
+    controller = make_controller("citybrain", net)
+    signals = signals_in_green(net, 0, elapsed_s=1.0)
+    assert (decide(controller, net, np.full(net.n_lanes, 5.0), signals) == KEEP).all()
