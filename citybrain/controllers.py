@@ -150,21 +150,23 @@ def _approach_lanes(net: Network, permissive_share: float) -> tuple[np.ndarray, 
     in its signal's list, of the lanes that phase serves (from the pressure terms);
     and per such entry the share of saturation flow the lane discharges at in that
     phase: 1 where one of its links is protected ('G'), else permissive_share."""
+    links_of: dict[tuple[int, int], list[int]] = {}   # (signal, in-lane) -> its links
+    for signal, lane, link in zip(net.move_signal.tolist(), net.move_in_lane.tolist(), net.move_link.tolist()):
+        links_of.setdefault((signal, lane), []).append(link)
     signal_ptr, signal_lanes, phase_ptr, phase_lanes, shares = [0], [], [0], [], []
     for signal in range(net.n_signals):
         phases = range(net.phase_ptr[signal], net.phase_ptr[signal + 1])
         lanes = list(dict.fromkeys(int(net.term_in_lane[k]) for g in phases
                                    for k in range(net.term_ptr[g], net.term_ptr[g + 1])))
         position = {lane: i for i, lane in enumerate(lanes)}
-        mine = net.move_signal == signal
-        links = {lane: net.move_link[mine & (net.move_in_lane == lane)] for lane in lanes}
         signal_lanes += lanes
         signal_ptr.append(len(signal_lanes))
         for g in phases:
             served = sorted({position[int(net.term_in_lane[k])] for k in range(net.term_ptr[g], net.term_ptr[g + 1])})
             levels = net.phase_green_level[net.phase_link_ptr[g]:net.phase_link_ptr[g + 1]]
             phase_lanes += served
-            shares += [1.0 if (levels[links[lanes[i]]] == PROTECTED_GREEN).any() else permissive_share for i in served]
+            shares += [1.0 if (levels[links_of[signal, lanes[i]]] == PROTECTED_GREEN).any() else permissive_share
+                       for i in served]
             phase_ptr.append(len(phase_lanes))
     as_i32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
     return as_i32(signal_ptr), as_i32(signal_lanes), as_i32(phase_ptr), as_i32(phase_lanes), np.array(shares)
