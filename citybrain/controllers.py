@@ -104,7 +104,7 @@ class CityBrainController:
         self.kernels = kernels
         net = network
         n = net.n_lanes
-        self._lane_scratch, self.queued, self.approaching = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.queued, self.approaching = np.zeros(n), np.zeros(n)
         self.arrival_rate, self.mean_arrival_rate = np.zeros(n), np.zeros(n)
         self.service_rate, self.downstream_wait_s = np.zeros(n), np.zeros(n)
         self.blocked = np.zeros(n, dtype=bool)
@@ -134,7 +134,7 @@ class CityBrainController:
             frame.halting, frame.vehicles, frame.time_s, net.zone_ptr, net.zone_lane, net.zone_weight,
             self.arrival_window_s, config.rate_memory_s, config.saturation_veh_per_s, self.lane_out_ptr,
             self.lane_out, self.exit_storage_veh, config.downstream_weight, config.blocked_after_s,
-            self.previous_halting, self.last_discharge_s, self._lane_scratch, self.queued, self.approaching,
+            self.previous_halting, self.last_discharge_s, self.queued, self.approaching,
             self.arrival_rate, self.mean_arrival_rate, self.service_rate, self.downstream_wait_s, self.blocked)
         k.schedule_phases(
             self.queued, self.arrival_rate, self.mean_arrival_rate, self.arrival_window_s, self.service_rate,

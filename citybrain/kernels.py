@@ -171,7 +171,7 @@ def decide_pressure(halting, zone_ptr, zone_lane, zone_weight, term_ptr, term_in
 @jit
 def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_weight, arrival_window_s,
                          rate_memory_s, saturation_veh_per_s, lane_out_ptr, lane_out, exit_storage_veh,
-                         downstream_weight, blocked_after_s, previous_halting, last_discharge_s, lane_scratch, queued,
+                         downstream_weight, blocked_after_s, previous_halting, last_discharge_s, queued,
                          approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s, blocked):
     """Per lane, what `schedule_phases` simulates (every array indexed by lane):
 
@@ -185,8 +185,16 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
       of its exit lanes, weighted by downstream_weight;
     - blocked: the queue has not moved for blocked_after_s (a head vehicle that
       cannot go, e.g. a permissive turner)."""
-    zone_demand(halting, vehicles, 0.0, zone_ptr, zone_lane, zone_weight, lane_scratch, queued)
-    zone_demand(halting, vehicles, 1.0, zone_ptr, zone_lane, zone_weight, lane_scratch, approaching)
+    # zone_demand with moving weight 0 (queued) and 1 (approaching), in one pass over the zones.
+    for lane in range(halting.shape[0]):
+        halted = 0.0
+        present = 0.0
+        for k in range(zone_ptr[lane], zone_ptr[lane + 1]):
+            member = zone_lane[k]
+            halted += zone_weight[k] * halting[member]
+            present += zone_weight[k] * (halting[member] + (vehicles[member] - halting[member]))
+        queued[lane] = halted
+        approaching[lane] = present
     note_discharge(halting, previous_halting, time_s, last_discharge_s)
     for lane in range(halting.shape[0]):
         moving = approaching[lane] - queued[lane]

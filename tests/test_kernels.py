@@ -339,12 +339,12 @@ def test_lane_schedule_inputs_match_reference_over_many_periods():
         halting = np.minimum(vehicles, rng.poisson(2.0, n))
         outputs = []
         for ops, (previous, last, mean_rate) in zip((kernels, reference), states):
-            out = [np.zeros(n) for _ in range(6)] + [np.zeros(n, dtype=bool)]
-            queued, approaching, rate, service, wait, scratch, blocked = out
+            out = [np.zeros(n) for _ in range(5)] + [np.zeros(n, dtype=bool)]
+            queued, approaching, rate, service, wait, blocked = out
             ops.lane_schedule_inputs(halting, vehicles, float(step), net.zone_ptr, net.zone_lane, net.zone_weight,
                                      controller.arrival_window_s, c.rate_memory_s, c.saturation_veh_per_s,
                                      controller.lane_out_ptr, controller.lane_out, controller.exit_storage_veh,
-                                     c.downstream_weight, c.blocked_after_s, previous, last, scratch, queued,
+                                     c.downstream_weight, c.blocked_after_s, previous, last, queued,
                                      approaching, rate, mean_rate, service, wait, blocked)
             outputs.append((previous, last, mean_rate, queued, approaching, rate, service, wait, blocked))
         for fast, slow in zip(*outputs):
