@@ -5,7 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SignalTiming", "ControllerConfig", "PreemptionConfig", "DetectorConfig"]
+__all__ = ["SignalTiming", "ControllerConfig", "PreemptionConfig", "DetectorConfig", "JAM_SPACING_M"]
+
+# Road length one standing vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
+JAM_SPACING_M = 7.5
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,7 @@ class ControllerConfig:
     # A lane is full when its halted vehicles fill this share of its length at jam
     # spacing (queued cars stop short of the lane's ends).
     exit_full_share: float = 0.85
-    # Road length one standing vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
-    jam_spacing_m: float = 7.5
+    jam_spacing_m: float = JAM_SPACING_M
     # A green lane whose queue has not shrunk for this long has a blocked head
     # vehicle: three saturation headways (~2 s each) without one departure.
     blocked_after_s: float = 6.0
@@ -105,8 +107,7 @@ class DetectorConfig:
     stop_line_zone_m: float = 10.0
     # A loop occupied for this share of a period has a vehicle standing on it.
     standing_occupancy: float = 0.95
-    # Road length one queued vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
-    jam_spacing_m: float = 7.5
+    jam_spacing_m: float = JAM_SPACING_M
     # A lane with nothing entering and nothing at its stop line for the free-flow
     # crossing time plus this long is empty (clears counting drift).
     empty_after_extra_s: float = 2.0
