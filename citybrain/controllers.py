@@ -58,7 +58,6 @@ class MaxPressureController:
     def __init__(self, network: Network, config: ControllerConfig, kernels: ModuleType = compiled_kernels):
         self.network = network
         self.kernels = kernels
-        self.lane_demand = np.zeros(network.n_lanes)
         self.demand = np.zeros(network.n_lanes)
         self.score = np.zeros(network.n_phases)
         self.max_green_s = np.full(network.n_signals, config.max_green_s)
@@ -68,8 +67,7 @@ class MaxPressureController:
         self.kernels.decide_pressure(
             frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, net.term_ptr, net.term_in_lane,
             net.term_out_lane, net.term_weight, net.phase_ptr, signals.green_phase, signals.stage,
-            signals.stage_time_s, signals.min_green_s, self.max_green_s, self.lane_demand, self.demand, self.score,
-            requested)
+            signals.stage_time_s, signals.min_green_s, self.max_green_s, self.demand, self.score, requested)
 
 
 class CityBrainController:

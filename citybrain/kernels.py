@@ -38,18 +38,13 @@ SCORE_TOLERANCE = 1e-9
 
 
 @jit
-def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, lane_demand, out):
-    """out[l] = sum over the detection zone of lane l of weight * (halted vehicles
-    + moving_weight * moving vehicles): the demand a controller sees on the lane.
-    lane_demand is scratch: each lane's own term, computed once (lanes sit in
-    several zones)."""
-    for lane in range(halting.shape[0]):
-        queued = halting[lane]
-        lane_demand[lane] = queued + moving_weight * (vehicles[lane] - queued)
+def zone_demand(lane_values, zone_ptr, zone_lane, zone_weight, out):
+    """out[l] = sum over the detection zone of lane l of weight * lane_values: e.g.
+    the halted vehicles a controller sees on the lane."""
     for lane in range(out.shape[0]):
         total = 0.0
         for k in range(zone_ptr[lane], zone_ptr[lane + 1]):
-            total += zone_weight[k] * lane_demand[zone_lane[k]]
+            total += zone_weight[k] * lane_values[zone_lane[k]]
         out[lane] = total
 
 
@@ -158,11 +153,10 @@ def choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_
 
 @jit
 def decide_pressure(halting, zone_ptr, zone_lane, zone_weight, term_ptr, term_in, term_out, term_weight, phase_ptr,
-                    green_phase, stage, stage_time_s, min_green_s, max_green_s, lane_demand, demand, score,
-                    requested):
+                    green_phase, stage, stage_time_s, min_green_s, max_green_s, demand, score, requested):
     """Max-pressure's whole decision in one call: halted vehicles per detection
     zone, the pressure of every phase, the phase choice."""
-    zone_demand(halting, halting, 0.0, zone_ptr, zone_lane, zone_weight, lane_demand, demand)
+    zone_demand(halting, zone_ptr, zone_lane, zone_weight, demand)
     # The same demand measure upstream and downstream of every movement.
     phase_pressure(demand, demand, term_ptr, term_in, term_out, term_weight, score)
     choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, requested)
@@ -185,7 +179,7 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
       of its exit lanes, weighted by downstream_weight;
     - blocked: the queue has not moved for blocked_after_s (a head vehicle that
       cannot go, e.g. a permissive turner)."""
-    # zone_demand with moving weight 0 (queued) and 1 (approaching), in one pass over the zones.
+    # zone_demand of halted vehicles (queued) and of all vehicles (approaching), in one pass.
     for lane in range(halting.shape[0]):
         halted = 0.0
         present = 0.0

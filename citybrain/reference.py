@@ -30,9 +30,8 @@ def _segment_max(values: np.ndarray, ptr: np.ndarray) -> np.ndarray:
     return out
 
 
-def zone_demand(halting, vehicles, moving_weight, zone_ptr, zone_lane, zone_weight, lane_demand, out):
-    lane_demand[:] = halting + moving_weight * (vehicles - halting)
-    out[:] = _segment_sum(zone_weight * lane_demand[zone_lane], zone_ptr)
+def zone_demand(lane_values, zone_ptr, zone_lane, zone_weight, out):
+    out[:] = _segment_sum(zone_weight * lane_values[zone_lane], zone_ptr)
 
 
 def phase_pressure(upstream, downstream, term_ptr, term_in, term_out, term_weight, out):
@@ -64,9 +63,8 @@ def _first_best(scores, candidates) -> int:
 
 
 def decide_pressure(halting, zone_ptr, zone_lane, zone_weight, term_ptr, term_in, term_out, term_weight, phase_ptr,
-                    green_phase, stage, stage_time_s, min_green_s, max_green_s, lane_demand, demand, score,
-                    requested):
-    zone_demand(halting, halting, 0.0, zone_ptr, zone_lane, zone_weight, lane_demand, demand)
+                    green_phase, stage, stage_time_s, min_green_s, max_green_s, demand, score, requested):
+    zone_demand(halting, zone_ptr, zone_lane, zone_weight, demand)
     phase_pressure(demand, demand, term_ptr, term_in, term_out, term_weight, score)
     choose_phases(score, phase_ptr, green_phase, stage, stage_time_s, min_green_s, max_green_s, requested)
 
@@ -75,9 +73,8 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
                          rate_memory_s, saturation_veh_per_s, lane_out_ptr, lane_out, exit_storage_veh,
                          downstream_weight, blocked_after_s, previous_halting, last_discharge_s, queued,
                          approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s, blocked):
-    lane_demand = np.empty_like(halting)
-    zone_demand(halting, vehicles, 0.0, zone_ptr, zone_lane, zone_weight, lane_demand, queued)
-    zone_demand(halting, vehicles, 1.0, zone_ptr, zone_lane, zone_weight, lane_demand, approaching)
+    zone_demand(halting, zone_ptr, zone_lane, zone_weight, queued)
+    zone_demand(halting + (vehicles - halting), zone_ptr, zone_lane, zone_weight, approaching)
     note_discharge(halting, previous_halting, time_s, last_discharge_s)
     arrival_rate[:] = np.maximum(approaching - queued, 0.0) / arrival_window_s
     mean_arrival_rate += (arrival_rate - mean_arrival_rate) / rate_memory_s
