@@ -288,6 +288,7 @@ def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tup
                 "throughput_veh": round(float(np.mean([r["throughput_veh"] for r in results])), 1),
                 "safety_violations": int(sum(r["safety_violations"] for r in results)),
                 "teleports": int(sum(r["teleports"] for r in results)),
+                "emergency_braking": int(sum(r["emergency_braking"] for r in results)),
             }
     return {"seeds": list(seeds), "controllers": list(controllers), "detectors": detectors, "scenarios": summary,
             "machine": _machine()}
@@ -426,19 +427,22 @@ def scenarios_markdown(report: dict, published: dict[str, dict[str, str]]) -> st
         detectors = "auto (exact lane counts where a scenario defines no induction loops)"
     arrived = _delay_table(report, published, "mean_delay_s", "delay_std_s",
                            f"Mean delay of arrived vehicles, s (mean ± std over seeds {seeds}); our controllers "
-                           f"see detectors: {detectors}; violations summed over all runs of our controllers.")
+                           f"see detectors: {detectors}; violations summed over all runs of our controllers; emergency "
+                           f"brakings (SUMO's warnings) summed over all runs of each controller, in column order.")
     every = _delay_table(report, published, "resco_delay_s", "resco_delay_std_s",
                          f"RESCO's measure, s: the same over every vehicle loaded, arrived or not, counted up to the "
-                         f"end (RESCO's utils/readXML.py); seeds {seeds}, detectors: {detectors}.")
+                         f"end (RESCO's utils/readXML.py); seeds {seeds}, detectors: {detectors}.", brakings=False)
     return arrived + "\n" + every
 
 
-def _delay_table(report: dict, published: dict[str, dict[str, str]], key: str, std_key: str, title: str) -> str:
+def _delay_table(report: dict, published: dict[str, dict[str, str]], key: str, std_key: str, title: str,
+                 brakings: bool = True) -> str:
     controllers = report["controllers"]
     columns = ["RESCO Fixed", "RESCO MaxPressure", "RESCO best"]
+    extra = " emergency brakings |" if brakings else ""
     lines = [title, "",
-             "| scenario | " + " | ".join(controllers) + " | " + " | ".join(columns) + " | violations |",
-             "|---" * (len(controllers) + len(columns) + 2) + "|"]
+             "| scenario | " + " | ".join(controllers) + " | " + " | ".join(columns) + " | violations |" + extra,
+             "|---" * (len(controllers) + len(columns) + 2 + brakings) + "|"]
     for name, by_controller in report["scenarios"].items():
         cells = []
         for c in controllers:
@@ -447,7 +451,10 @@ def _delay_table(report: dict, published: dict[str, dict[str, str]], key: str, s
         pub = published.get(name, {})
         cells += [pub.get(k.removeprefix("RESCO "), "–") for k in columns]
         violations = sum(r["safety_violations"] for c, r in by_controller.items() if c not in ("fixed", "actuated"))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {violations} |")
+        row = f"| {name} | " + " | ".join(cells) + f" | {violations} |"
+        if brakings:   # older reports lack the count
+            row += " " + " / ".join(str(by_controller[c].get("emergency_braking", "–")) for c in controllers) + " |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
