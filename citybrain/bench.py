@@ -257,16 +257,18 @@ def scale(sizes: list[int], seconds: float = 60.0, cache: Path = DEFAULT_CACHE,
 
 def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tuple[int, ...],
               workers: int | None = None, end_s: float | None = None, detectors: str = "auto",
-              progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
+              min_all_red_s: float = 0.0, progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
     """Every controller on every scenario and seed, one simulation per process, as many as cores.
-    `detectors`: what our controllers see (run.RunOptions.detectors)."""
+    `detectors`: what our controllers see (run.RunOptions.detectors); `min_all_red_s`:
+    SignalTiming.min_all_red_s."""
     jobs, names = [], []
     total_s = 0.0
     for name, config in configs.items():
         begin, end = load_scenario(config).window(None, end_s)
         for controller in controllers:
             for seed in seeds:
-                jobs.append((str(config), controller, RunOptions(seed=seed, end_s=end, detectors=detectors)))
+                jobs.append((str(config), controller, RunOptions(seed=seed, end_s=end, detectors=detectors,
+                                                                 timing=SignalTiming(min_all_red_s=min_all_red_s))))
                 names.append(name)
                 total_s += end - begin
     results = simulate_in_processes(jobs, workers, progress(total_s) if progress else None)
@@ -290,7 +292,8 @@ def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tup
                 "teleports": int(sum(r["teleports"] for r in results)),
                 "emergency_braking": int(sum(r["emergency_braking"] for r in results)),
             }
-    return {"seeds": list(seeds), "controllers": list(controllers), "detectors": detectors, "scenarios": summary,
+    return {"seeds": list(seeds), "controllers": list(controllers), "detectors": detectors,
+            "min_all_red_s": min_all_red_s, "scenarios": summary,
             "machine": _machine()}
 
 
@@ -425,6 +428,8 @@ def scenarios_markdown(report: dict, published: dict[str, dict[str, str]]) -> st
     detectors = report.get("detectors", "lanes")
     if detectors == "auto":
         detectors = "auto (exact lane counts where a scenario defines no induction loops)"
+    if report.get("min_all_red_s"):
+        detectors += f"; our controllers' all-red at least {report['min_all_red_s']:g} s"
     arrived = _delay_table(report, published, "mean_delay_s", "delay_std_s",
                            f"Mean delay of arrived vehicles, s (mean ± std over seeds {seeds}); our controllers "
                            f"see detectors: {detectors}; violations summed over all runs of our controllers; emergency "

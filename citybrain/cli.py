@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import PreemptionConfig
+from .config import PreemptionConfig, SignalTiming
 from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS
 from .detectors import DETECTOR_MODES
 from .field import CLOCKS, FieldConfig
@@ -71,7 +71,8 @@ def _options(args) -> RunOptions:
     preemption = PreemptionConfig(enabled=not getattr(args, "no_preemption", False))
     return RunOptions(backend=args.backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
                       preemption=preemption, pace=getattr(args, "pace", None),
-                      detectors=getattr(args, "detectors", "auto"))
+                      detectors=getattr(args, "detectors", "auto"),
+                      timing=SignalTiming(min_all_red_s=args.min_all_red))
 
 
 def _write_json(report: dict, path: str | None) -> None:
@@ -144,7 +145,8 @@ def _cmd_serve(args) -> None:
     options = ServeOptions(bind=args.bind, controller=args.controller, metrics_address=args.metrics_address,
                            metrics_port=None if args.metrics_port < 0 else args.metrics_port, field=field,
                            preemption=PreemptionConfig(enabled=not args.no_preemption),
-                           dashboard_address=args.dashboard_address, dashboard_port=args.dashboard)
+                           dashboard_address=args.dashboard_address, dashboard_port=args.dashboard,
+                           min_all_red_s=args.min_all_red)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -240,7 +242,7 @@ def _bench_scenarios(args, bench) -> dict:
         raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
     seeds = tuple(int(s) for s in args.seeds.split(","))
     report = bench.scenarios(configs, controllers, seeds, args.workers, args.end, args.detectors,
-                             _progress_bar(f"{len(configs)} scenarios x {len(controllers)} x {len(seeds)} seeds"))
+                             args.min_all_red, _progress_bar(f"{len(configs)} scenarios x {len(controllers)} x {len(seeds)} seeds"))
     published = bench.published_resco(Path(args.resco).parent / "README.md")
     table = bench.scenarios_markdown(report, published)
     print(table)
@@ -286,6 +288,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool 
     parser.add_argument("--backend", choices=BACKENDS, default="libsumo",
                         help="libsumo (in-process, fast) or traci (socket) (default libsumo)")
     _add_detectors_argument(parser)
+    _add_all_red_argument(parser)
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     parser.add_argument("--plot", metavar="PATH", help="also chart it (queues and delay over time, final delay) "
                                                        "as a PNG at PATH")
@@ -298,6 +301,12 @@ def _add_detectors_argument(parser: argparse.ArgumentParser) -> None:
                         help="what our controllers see: lanes (exact lane counts), loops (stop-line and advance "
                              "induction loops placed on every approach), scenario (the scenario's own induction "
                              "loops), auto (scenario if it defines loops, else lanes) (default auto)")
+
+
+def _add_all_red_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-all-red", type=float, default=0.0, metavar="S",
+                        help="our controllers' all-red clearance is at least S seconds where a signal's program has "
+                             "less (default 0: the net's own)")
 
 
 def _add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="port of /metrics (default 9100; 0 picks a free one, -1 turns it off)")
     srv.add_argument("--no-preemption", action="store_true",
                      help="ignore emergency-vehicle sightings (no preemption)")
+    _add_all_red_argument(srv)
     _add_dashboard_arguments(srv)
     srv.set_defaults(handler=_cmd_serve)
 
@@ -386,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     scn.add_argument("--seeds", default="42", help="comma-separated SUMO seeds (default 42)")
     scn.add_argument("--end", type=float, help="end time, s (default: each scenario's)")
     _add_detectors_argument(scn)
+    _add_all_red_argument(scn)
     scn.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
     scn.add_argument("--out", default="results/bench", help="folder for scenarios.md/.json/.png")
     emg = kinds.add_parser("emergency", help="preemption planning cost, and citybrain with/without preemption "

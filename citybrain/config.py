@@ -28,6 +28,10 @@ class SignalTiming:
     # approaching emergency vehicle may end after this long instead of its
     # minimum green (NTCIP 1202 "preempt minimum green"). Clearance is never cut.
     preemption_min_green_s: float = 2.0
+    # All-red where a signal's program has less (none, in every net here). The
+    # default 0 keeps the net's own; a site with real intergreens puts them in
+    # its net. docs/controller.md (Emergency braking) measures 1 s and 2 s.
+    min_all_red_s: float = 0.0
 
     def min_green_of(self, clearance_s):
         """Per-signal minimum green for an array of clearance times."""

@@ -19,7 +19,7 @@ Vocabulary
 from __future__ import annotations
 
 import xml.sax
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -149,6 +149,12 @@ class Network:
         if index < 0 or not number.isdigit() or int(number) >= self.edge_n_lanes[index]:
             return -1
         return index
+
+    def with_min_all_red(self, seconds: float) -> "Network":
+        """This network with every signal's all-red raised to at least `seconds`."""
+        if seconds <= 0.0:
+            return self
+        return replace(self, all_red_s=np.maximum(self.all_red_s, seconds))
 
     def phases_of(self, signal: int) -> range:
         return range(int(self.phase_ptr[signal]), int(self.phase_ptr[signal + 1]))

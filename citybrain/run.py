@@ -64,8 +64,11 @@ def simulate(scenario_path: str | Path, controller_name: str, options: RunOption
     scenario = load_scenario(scenario_path)
     network = load_network(scenario.net_file)
     native = NATIVE_PROGRAMS.get(controller_name)
-    engine = None if native else Engine(network, make_controller(controller_name, network, options.controller),
-                                        options.timing, preemption=options.preemption)
+    engine = None
+    if not native:
+        timed = network.with_min_all_red(options.timing.min_all_red_s)
+        engine = Engine(timed, make_controller(controller_name, timed, options.controller), options.timing,
+                        preemption=options.preemption)
     return _run_sumo(scenario, network, engine, native, options, progress, live)
 
 
@@ -77,7 +80,8 @@ def run_gateway(scenario_path: str | Path, options: RunOptions, gateway: Gateway
     plus the gateway's own counts."""
     scenario = load_scenario(scenario_path)
     network = load_network(scenario.net_file)
-    control = WireControl(network, options.timing, gateway)
+    # The local fallback plan keeps the same clearance as the engine (`serve --min-all-red`).
+    control = WireControl(network.with_min_all_red(options.timing.min_all_red_s), options.timing, gateway)
     try:
         control.connect()
         result = _run_sumo(scenario, network, control, None, options, progress, live)

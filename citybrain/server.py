@@ -34,13 +34,15 @@ class ServeOptions:
     dashboard_port: int | None = None    # None: no dashboard; 0: any free port
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     field: FieldConfig = field(default_factory=FieldConfig)
+    min_all_red_s: float = 0.0           # SignalTiming.min_all_red_s
 
 
 def serve(network: Network, options: ServeOptions, stop: threading.Event,
           on_ready: Callable[[str, int | None, str | None], None] | None = None) -> FieldEngine:
     """Serve until `stop` is set; `on_ready(endpoint, metrics_port, dashboard_url)` once
     listening. Returns the engine (its metrics hold the run's counts)."""
-    timing = SignalTiming(control_period_s=options.field.period_s)
+    timing = SignalTiming(control_period_s=options.field.period_s, min_all_red_s=options.min_all_red_s)
+    network = network.with_min_all_red(options.min_all_red_s)
     _warm_up(network, options.controller, timing, options.preemption)
     engine = FieldEngine(network, make_controller(options.controller, network), timing, options.field,
                          preemption=options.preemption)

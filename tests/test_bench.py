@@ -39,10 +39,12 @@ def test_bench_scale(tmp_path):
 def test_bench_scenarios(tmp_path):
     out = tmp_path / "out"
     report, stdout = run_bench(tmp_path, "scenarios", "--scenario", str(SHORT), "--end", "60",
-                               "--controllers", "fixed,citybrain", "--seeds", "1,2", "--out", str(out))
+                               "--controllers", "fixed,citybrain", "--seeds", "1,2", "--min-all-red", "1",
+                               "--out", str(out))
     result = report["scenarios"]["grid3x3-short"]["citybrain"]
     assert len(result["delay_by_seed"]) == 2 and result["safety_violations"] == 0
     assert result["emergency_braking"] >= 0
+    assert report["min_all_red_s"] == 1 and "all-red at least 1 s" in stdout
     # One row per table; the arrived-vehicle table ends with the brakings of each controller.
     rows = [line for line in stdout.splitlines() if line.startswith("| grid3x3-short |")]
     assert len(rows) == 2 and rows[0].rstrip(" |").split("|")[-1].count("/") == 1

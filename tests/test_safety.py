@@ -35,6 +35,46 @@ def test_layer_serves_full_yellow_then_new_green(grid):
     assert shown[8] == (STAGE_GREEN, 2)
 
 
+def test_min_all_red_adds_clearance_where_the_net_has_none(grid):
+    timed = grid.with_min_all_red(2.0)
+    assert grid.all_red_s[0] == 0.0 and timed.all_red_s[0] == 2.0 and grid.with_min_all_red(0.0) is grid
+    layer = SafetyLayer(timed, SignalTiming(min_green_s=5))
+    shown = []
+    for _ in range(16):
+        layer.advance(np.full(grid.n_signals, 2, np.int32))
+        shown.append((int(layer.stage[0]), int(layer.green_phase[0])))
+    # Min green max(5 s, 2 x (3 s yellow + 2 s all-red)) = 10 s, then 3 s yellow, 2 s all-red, phase 2.
+    assert shown[:9] == [(STAGE_GREEN, 0)] * 9
+    assert shown[9:12] == [(STAGE_YELLOW, 0)] * 3
+    assert [stage for stage, _ in shown[12:14]] == [STAGE_ALL_RED] * 2
+    assert shown[14] == (STAGE_GREEN, 2)
+
+
+def test_min_all_red_shows_in_sumo():
+    """What SUMO displays under the engine with a 2 s minimum all-red: no link
+    turns green within 2 s of its signal's last yellow."""
+    scenario = load_scenario(SHORT)
+    net = load_network(scenario.net_file).with_min_all_red(2.0)
+    engine = Engine(net, make_controller("citybrain", net), SignalTiming(min_all_red_s=2.0))
+    last_yellow_s: dict[int, float] = {}
+    previous: list[str] | None = None
+    new_greens = 0
+    with SumoSimulation(scenario, net, SumoOptions(end_s=200)) as sim:
+        while sim.running():
+            sim.apply(engine.step(sim.read_frame()))
+            sim.advance(1)
+            now, states = sim.time_s, sim.read_signal_states()
+            for i, state in enumerate(states):
+                if "y" in state:
+                    last_yellow_s[i] = now
+                elif previous and any(a in "Gg" and b == "r" for a, b in zip(state, previous[i])):
+                    new_greens += 1
+                    assert now - last_yellow_s.get(i, -1e9) > 2.0, (net.signal_ids[i], now)
+            previous = states
+    sim.cleanup()
+    assert new_greens > 0
+
+
 def test_layer_rounds_fractional_clearance_up(grid):
     layer = SafetyLayer(grid, SignalTiming(min_green_s=1))
     object.__setattr__(grid, "yellow_s", np.full(grid.n_signals, 2.5))
