@@ -340,16 +340,18 @@ def preemption_planning(route_signals: int = 30, repeat: int = 2000, cache: Path
 
 
 def emergency(configs: dict[str, Path], seeds: tuple[int, ...] = (42,), workers: int | None = None,
-              end_s: float | None = None,
+              end_s: float | None = None, min_all_red_s: float = 0.0,
               progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
     """The citybrain controller on each emergency scenario and seed, with and
-    without preemption; figures are means over seeds (runs in `runs`)."""
+    without preemption; figures are means over seeds (runs in `runs`).
+    `min_all_red_s`: SignalTiming.min_all_red_s."""
     jobs, keys, total_s = [], [], 0.0
     for name, config in configs.items():
         begin, end = load_scenario(config).window(None, end_s)
         for seed in seeds:
             for label in ("off", "on"):
-                options = RunOptions(seed=seed, end_s=end, preemption=PreemptionConfig(enabled=label == "on"))
+                options = RunOptions(seed=seed, end_s=end, preemption=PreemptionConfig(enabled=label == "on"),
+                                     timing=SignalTiming(min_all_red_s=min_all_red_s))
                 jobs.append((str(config), "citybrain", options))
                 keys.append((name, label))
                 total_s += end - begin
@@ -372,7 +374,8 @@ def emergency(configs: dict[str, Path], seeds: tuple[int, ...] = (42,), workers:
                 **{k: sum(r[k] for r in per_seed) for k in ("safety_violations", "emergency_braking", "teleports",
                                                               "signals_passed", "not_green")},
             }
-    return {"seeds": list(seeds), "scenarios": summary, "runs": runs, "machine": _machine()}
+    return {"seeds": list(seeds), "min_all_red_s": min_all_red_s, "scenarios": summary, "runs": runs,
+            "machine": _machine()}
 
 
 def _mean(values: list) -> float | None:
@@ -390,7 +393,8 @@ def emergency_markdown(report: dict) -> str:
     seeds = report["seeds"]
     lines = [f"citybrain with and without emergency preemption, mean over SUMO seeds {', '.join(map(str, seeds))}. "
              "EV: emergency vehicles (no bluelight device); others: every other vehicle; not green: signal "
-             "passes where the EV's link was not green within its stopping distance; counts summed over seeds.", "",
+             "passes where the EV's link was not green within its stopping distance; counts summed over seeds"
+             + (f"; all-red at least {report['min_all_red_s']:g} s." if report.get("min_all_red_s") else "."), "",
              "| scenario | EVs | EV delay s, off → on | change | EV stops, off → on | not green, off → on "
              "| others' delay s, off → on | change | teleports, off → on | violations | emergency braking |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

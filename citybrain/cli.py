@@ -261,7 +261,7 @@ def _bench_emergency(args, bench, cache: Path) -> dict:
     configs = {load_scenario(path).name: Path(path) for path in paths}
     if configs:
         seeds = tuple(int(x) for x in args.seeds.split(","))
-        outcome = bench.emergency(configs, seeds, args.workers, args.end,
+        outcome = bench.emergency(configs, seeds, args.workers, args.end, args.min_all_red,
                                   _progress_bar(f"{len(configs)} scenarios x {len(seeds)} seeds, preemption off and on"))
         table = bench.emergency_markdown(outcome)
         print(table)
@@ -405,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="emergency scenarios to run (repeatable; default scenarios/grid10x10-ev)")
     emg.add_argument("--route-signals", type=int, default=30, help="signals on the planned route (default 30)")
     emg.add_argument("--repeat", type=int, default=2000, help="timed planning periods (default 2000)")
+    _add_all_red_argument(emg)
     emg.add_argument("--seeds", default="42,43,44", help="comma-separated SUMO seeds (default 42,43,44)")
     emg.add_argument("--end", type=float, help="end time, s (default: each scenario's)")
     emg.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
