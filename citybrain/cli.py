@@ -241,8 +241,9 @@ def _bench_scenarios(args, bench) -> dict:
     if unknown:
         raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    report = bench.scenarios(configs, controllers, seeds, args.workers, args.end, args.detectors,
-                             args.min_all_red, _progress_bar(f"{len(configs)} scenarios x {len(controllers)} x {len(seeds)} seeds"))
+    progress = _progress_bar(f"{len(configs)} scenarios x {len(controllers)} x {len(seeds)} seeds")
+    report = bench.scenarios(configs, controllers, seeds, args.workers, args.end, args.detectors, args.min_all_red,
+                             progress)
     published = bench.published_resco(Path(args.resco).parent / "README.md")
     table = bench.scenarios_markdown(report, published)
     print(table)
