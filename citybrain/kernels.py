@@ -186,7 +186,7 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
         for k in range(zone_ptr[lane], zone_ptr[lane + 1]):
             member = zone_lane[k]
             halted += zone_weight[k] * halting[member]
-            present += zone_weight[k] * (halting[member] + (vehicles[member] - halting[member]))
+            present += zone_weight[k] * vehicles[member]
         queued[lane] = halted
         approaching[lane] = present
     note_discharge(halting, previous_halting, time_s, last_discharge_s)

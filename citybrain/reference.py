@@ -74,7 +74,7 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
                          downstream_weight, blocked_after_s, previous_halting, last_discharge_s, queued,
                          approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s, blocked):
     zone_demand(halting, zone_ptr, zone_lane, zone_weight, queued)
-    zone_demand(halting + (vehicles - halting), zone_ptr, zone_lane, zone_weight, approaching)
+    zone_demand(vehicles, zone_ptr, zone_lane, zone_weight, approaching)
     note_discharge(halting, previous_halting, time_s, last_discharge_s)
     arrival_rate[:] = np.maximum(approaching - queued, 0.0) / arrival_window_s
     mean_arrival_rate += (arrival_rate - mean_arrival_rate) / rate_memory_s
@@ -116,7 +116,7 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
         if phase < 0:
             waiting = np.array([queue[served_by[p]][can_serve[served_by[p]]].sum() if p != previous else -1.0
                                 for p in range(n_phases)])
-            if waiting.max() <= 0.0 or waiting.max() < EMPTY_QUEUE_VEH:
+            if waiting.max() < EMPTY_QUEUE_VEH:
                 wait_one_second()
                 continue
             phase = int(np.argmax(waiting))
