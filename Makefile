@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench networks berlin emergency clean
+.PHONY: setup demo test bench networks berlin emergency sumo-1.9 clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,13 @@ networks: $(STAMP)
 berlin: $(STAMP)
 	$(PY) networks/generate.py berlin
 	$(VENV)/bin/citybrain compare scenarios/berlin --json results/berlin.json
+
+# The SUMO that RESCO's published figures come from (1.9.0/1.9.1 tested by RESCO; 1.9.2 on PyPI),
+# beside ours: `citybrain bench scenarios --sumo-home results/sumo-1.9.2/sumo ...` runs it through TraCI.
+SUMO19 := results/sumo-1.9.2
+sumo-1.9: $(SUMO19)/sumo/bin/sumo
+$(SUMO19)/sumo/bin/sumo: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps --target $(SUMO19) eclipse-sumo==1.9.2
 
 # Emergency variants of RESCO city maps (they reference ../shared, nothing is copied),
 # then citybrain with and without preemption on them and on grid10x10-ev.

@@ -257,18 +257,20 @@ def scale(sizes: list[int], seconds: float = 60.0, cache: Path = DEFAULT_CACHE,
 
 def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tuple[int, ...],
               workers: int | None = None, end_s: float | None = None, detectors: str = "auto",
-              min_all_red_s: float = 0.0, progress: Callable[[float], Callable[[float], None]] | None = None) -> dict:
+              min_all_red_s: float = 0.0, progress: Callable[[float], Callable[[float], None]] | None = None,
+              sumo_home: str | None = None) -> dict:
     """Every controller on every scenario and seed, one simulation per process, as many as cores.
     `detectors`: what our controllers see (run.RunOptions.detectors); `min_all_red_s`:
-    SignalTiming.min_all_red_s."""
+    SignalTiming.min_all_red_s; `sumo_home`: another SUMO installation, run through TraCI."""
     jobs, names = [], []
     total_s = 0.0
     for name, config in configs.items():
         begin, end = load_scenario(config).window(None, end_s)
         for controller in controllers:
             for seed in seeds:
-                jobs.append((str(config), controller, RunOptions(seed=seed, end_s=end, detectors=detectors,
-                                                                 timing=SignalTiming(min_all_red_s=min_all_red_s))))
+                jobs.append((str(config), controller, RunOptions(
+                    backend="traci" if sumo_home else "libsumo", seed=seed, end_s=end, detectors=detectors,
+                    timing=SignalTiming(min_all_red_s=min_all_red_s), sumo_home=sumo_home)))
                 names.append(name)
                 total_s += end - begin
     results = simulate_in_processes(jobs, workers, progress(total_s) if progress else None)
@@ -292,8 +294,9 @@ def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tup
                 "teleports": int(sum(r["teleports"] for r in results)),
                 "emergency_braking": int(sum(r["emergency_braking"] for r in results)),
             }
+    versions = sorted({r["sumo_version"] for r in results})
     return {"seeds": list(seeds), "controllers": list(controllers), "detectors": detectors,
-            "min_all_red_s": min_all_red_s, "scenarios": summary,
+            "min_all_red_s": min_all_red_s, "sumo_version": ", ".join(versions), "scenarios": summary,
             "machine": _machine()}
 
 
@@ -434,8 +437,10 @@ def scenarios_markdown(report: dict, published: dict[str, dict[str, str]]) -> st
         detectors = "auto (exact lane counts where a scenario defines no induction loops)"
     if report.get("min_all_red_s"):
         detectors += f"; our controllers' all-red at least {report['min_all_red_s']:g} s"
+    sumo = f"SUMO {report['sumo_version']}" if report.get("sumo_version") else "SUMO"
     arrived = _delay_table(report, published, "mean_delay_s", "delay_std_s",
-                           f"Mean delay of arrived vehicles, s (mean ± std over seeds {seeds}); our controllers "
+                           f"Mean delay of arrived vehicles, s (mean ± std over seeds {seeds}), in {sumo} (RESCO's "
+                           f"published figures: SUMO 1.9); our controllers "
                            f"see detectors: {detectors}; violations summed over all runs of our controllers; emergency "
                            f"brakings (SUMO's warnings) summed over all runs of each controller, in column order.")
     every = _delay_table(report, published, "resco_delay_s", "resco_delay_std_s",

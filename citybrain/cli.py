@@ -46,7 +46,8 @@ def format_table(report: dict) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     title = (f"{report['scenario']}: {report['end_s'] - report['begin_s']:g} s simulated "
-             f"({report['begin_s']:g}-{report['end_s']:g}), seed {report['seed']}, {report['backend']}, "
+             f"({report['begin_s']:g}-{report['end_s']:g}), seed {report['seed']}, SUMO {report['sumo_version']}, "
+             f"{report['backend']}, "
              f"detectors: {report['detectors']}")
     return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
@@ -69,10 +70,11 @@ def _progress_bar(description: str):
 
 def _options(args) -> RunOptions:
     preemption = PreemptionConfig(enabled=not getattr(args, "no_preemption", False))
-    return RunOptions(backend=args.backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
+    backend = args.backend or ("traci" if args.sumo_home else "libsumo")
+    return RunOptions(backend=backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
                       preemption=preemption, pace=getattr(args, "pace", None),
                       detectors=getattr(args, "detectors", "auto"),
-                      timing=SignalTiming(min_all_red_s=args.min_all_red))
+                      timing=SignalTiming(min_all_red_s=args.min_all_red), sumo_home=args.sumo_home)
 
 
 def _write_json(report: dict, path: str | None) -> None:
@@ -243,7 +245,7 @@ def _bench_scenarios(args, bench) -> dict:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     progress = _progress_bar(f"{len(configs)} scenarios x {len(controllers)} x {len(seeds)} seeds")
     report = bench.scenarios(configs, controllers, seeds, args.workers, args.end, args.detectors, args.min_all_red,
-                             progress)
+                             progress, sumo_home=args.sumo_home)
     published = bench.published_resco(Path(args.resco).parent / "README.md")
     table = bench.scenarios_markdown(report, published)
     print(table)
@@ -286,8 +288,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scenario_required: bool 
     parser.add_argument("--begin", type=float, help="simulation begin, s (default: the scenario's)")
     parser.add_argument("--end", type=float, help="simulation end, s (default: the scenario's)")
     parser.add_argument("--seed", type=int, default=42, help="SUMO random seed (default 42)")
-    parser.add_argument("--backend", choices=BACKENDS, default="libsumo",
-                        help="libsumo (in-process, fast) or traci (socket) (default libsumo)")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="libsumo (in-process, fast) or traci (socket) (default libsumo; traci with --sumo-home)")
+    _add_sumo_home_argument(parser)
     _add_detectors_argument(parser)
     _add_all_red_argument(parser)
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
@@ -302,6 +305,12 @@ def _add_detectors_argument(parser: argparse.ArgumentParser) -> None:
                         help="what our controllers see: lanes (exact lane counts), loops (stop-line and advance "
                              "induction loops placed on every approach), scenario (the scenario's own induction "
                              "loops), auto (scenario if it defines loops, else lanes) (default auto)")
+
+
+def _add_sumo_home_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sumo-home", metavar="PATH",
+                        help="run the SUMO installed at PATH (PATH/bin/sumo, through TraCI) instead of the "
+                             "eclipse-sumo package's, e.g. the SUMO 1.9.2 of `make sumo-1.9` for RESCO's version")
 
 
 def _add_all_red_argument(parser: argparse.ArgumentParser) -> None:
@@ -399,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detectors_argument(scn)
     _add_all_red_argument(scn)
     scn.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
+    _add_sumo_home_argument(scn)
     scn.add_argument("--out", default="results/bench", help="folder for scenarios.md/.json/.png")
     emg = kinds.add_parser("emergency", help="preemption planning cost, and citybrain with/without preemption "
                                              "on emergency scenarios")

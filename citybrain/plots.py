@@ -26,7 +26,7 @@ def comparison_chart(report: dict, path: str | Path) -> None:
         series = result["series"]
         minutes = (np.array(series["time_s"]) - report["begin_s"]) / 60.0
         queued.plot(minutes, series["queued_veh"], label=name)
-        delay.plot(minutes, series["mean_delay_so_far_s"], label=name)
+        delay.plot(minutes, np.array(series["mean_delay_so_far_s"], dtype=float), label=name)   # None: not reported
     queued.set_xlabel("simulated minutes")
     queued.set_ylabel("vehicles halted on the signals' lanes")
     delay.set_xlabel("simulated minutes")

@@ -53,6 +53,7 @@ class RunOptions:
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     pace: float | None = None     # simulated s per wall s; None: as fast as possible
     detectors: str = "auto"       # what controllers see: detectors.DETECTOR_MODES
+    sumo_home: str | None = None  # another SUMO installation, run through TraCI (backend "traci")
 
 
 def simulate(scenario_path: str | Path, controller_name: str, options: RunOptions = RunOptions(),
@@ -98,7 +99,7 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     period_s = options.timing.control_period_s
     monitor = SafetyMonitor(network, options.timing.min_green_s, period_s, options.timing.preemption_min_green_s)
     sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native,
-                               options.detectors, period_s)
+                               options.detectors, period_s, options.sumo_home)
     timing = {"sumo_step_s": 0.0, "sumo_io_s": 0.0, "engine_s": 0.0, "audit_s": 0.0}
     started = time.perf_counter()
     pacer = _Pacer(options.pace)
@@ -142,6 +143,7 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         **metrics.as_dict(),
         **emergency.as_dict(),
         "teleports": sim.teleports,
+        "sumo_version": sim.sumo_version,
         "emergency_braking": emergency_braking,
         "safety_violations": report.violations,
         "safety": report.as_dict(),
@@ -190,7 +192,8 @@ class _Series:
             return
         queued = round(sum(self._looks) / len(self._looks), 1)
         self._looks = []
-        self.rows.append((now, sim.running_veh(), queued, sim.arrived_veh, round(sim.mean_delay_so_far_s(), 2)))
+        delay_s = sim.mean_delay_so_far_s()
+        self.rows.append((now, sim.running_veh(), queued, sim.arrived_veh, None if delay_s is None else round(delay_s, 2)))
 
     def as_dict(self) -> dict[str, list]:
         keys = ("time_s", "running_veh", "queued_veh", "arrived_veh", "mean_delay_so_far_s")
@@ -305,6 +308,7 @@ def build_report(scenario: Scenario, options: RunOptions, results: dict[str, dic
         "end_s": end,
         "seed": options.seed,
         "backend": options.backend,
+        "sumo_version": ", ".join(sorted({r["sumo_version"] for r in results.values()})),
         # What our controllers saw ("auto" resolved); as asked when only SUMO's own programs ran.
         "detectors": _seen_by_ours(results) or options.detectors,
         "controllers": results,

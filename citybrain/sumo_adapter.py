@@ -7,6 +7,7 @@ trip per step. Both give identical results for the same seed.
 """
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .engine import SignalCommands
 from .frame import DetectorFrame, EmergencyVehicle
 from .network import Network
 from .scenario import Scenario, ScenarioError
-from .sumo_home import ensure_sumo_home, sumo_binary
+from .sumo_home import ensure_sumo_home, sumo_binary, sumo_version
 
 __all__ = ["SumoSimulation", "SumoOptions", "EmergencyAudit", "BACKENDS", "count_emergency_braking"]
 
@@ -38,6 +39,7 @@ class SumoOptions:
     native_program: str | None = None   # None: we control signals; else "static" or "actuated"
     detectors: str = "auto"             # one of DETECTOR_MODES: what read_frame sees
     control_period_s: float = 1.0       # time between read_frame calls (loops aggregate over it)
+    sumo_home: str | None = None        # another SUMO installation (its bin/sumo), run through TraCI
 
 
 class SumoSimulation:
@@ -48,6 +50,9 @@ class SumoSimulation:
             raise ValueError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
         if options.detectors not in DETECTOR_MODES:
             raise ValueError(f"unknown detector mode {options.detectors!r}; choose from {', '.join(DETECTOR_MODES)}")
+        if options.sumo_home and options.backend == "libsumo":
+            raise ValueError("libsumo runs only the SUMO of the eclipse-sumo package; another SUMO installation "
+                             "needs the traci backend")
         self.scenario = scenario
         self.network = network
         self.options = options
@@ -56,6 +61,7 @@ class SumoSimulation:
         self.tripinfo_path = self.workdir / "tripinfo.xml"
         self.log_path = self.workdir / "sumo.log"
         self.begin_s, self.end_s = scenario.window(options.begin_s, options.end_s)
+        self.sumo_version = ""                      # known once started
         self.teleports = 0
         self.loaded_veh = 0
         self.departed_veh = 0
@@ -110,16 +116,21 @@ class SumoSimulation:
             additional.append(self._write_actuated_programs())
         if self.loops is not None:
             additional.append(self._write_loops())
+        binary = sumo_binary("sumo", self.options.sumo_home)
+        self.sumo_version = ".".join(map(str, sumo_version(binary)))
         args = [
-            sumo_binary("sumo"), "-c", str(self.scenario.config),
+            binary, "-c", str(self.scenario.config),
             "--seed", str(self.options.seed),
             "--begin", _fmt(self.begin_s), "--end", _fmt(self.end_s),
             "--tripinfo-output", str(self.tripinfo_path),
             # Trips still under way or waiting to depart at the end, for resco_delay_s.
-            "--tripinfo-output.write-unfinished", "true", "--tripinfo-output.write-undeparted", "true",
+            "--tripinfo-output.write-unfinished", "true",
             "--log", str(self.log_path),
             "--no-step-log", "true", "--duration-log.disable", "true",
         ]
+        if sumo_version(binary) >= (1, 10):
+            # SUMO 1.9 writes undeparted trips with write-unfinished, and rejects this as a repeat of it.
+            args += ["--tripinfo-output.write-undeparted", "true"]
         if additional:
             args += ["--additional-files", ",".join(str(p) for p in additional)]
         if self.options.backend == "libsumo":
@@ -127,7 +138,8 @@ class SumoSimulation:
             api.start(args)
         else:
             import traci as api
-            api.start(args, label=f"citybrain-{id(self)}")
+            # SUMO's own messages go to its --log file.
+            api.start(args, label=f"citybrain-{id(self)}", stdout=subprocess.DEVNULL)
             api.switch(f"citybrain-{id(self)}")
         self._api = api
         self.step_s = api.simulation.getDeltaT()
@@ -298,10 +310,14 @@ class SumoSimulation:
         halting = self._api.lane.getLastStepHaltingNumber
         return sum(halting(lane_id) for lane_id in self.network.lane_ids)
 
-    def mean_delay_so_far_s(self) -> float:
-        """Mean timeLoss + departDelay of the vehicles arrived so far (SUMO's tripinfo device)."""
+    def mean_delay_so_far_s(self) -> float | None:
+        """Mean timeLoss + departDelay of the vehicles arrived so far (SUMO's tripinfo
+        device); None from a SUMO too old to report it (1.9)."""
         get = self._api.simulation.getParameter
-        return float(get("", "device.tripinfo.timeLoss")) + float(get("", "device.tripinfo.departDelay"))
+        time_loss, depart_delay = get("", "device.tripinfo.timeLoss"), get("", "device.tripinfo.departDelay")
+        if not time_loss or not depart_delay:
+            return None
+        return float(time_loss) + float(depart_delay)
 
     def running(self) -> bool:
         return self.time_s < self.end_s - 1e-9

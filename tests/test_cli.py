@@ -1,4 +1,5 @@
 """The command line, end to end, on the short scenario."""
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -39,15 +40,32 @@ def test_compare_prints_table_and_writes_json_and_plot(tmp_path):
 
 
 def test_simulate_traci_backend_matches_libsumo(tmp_path):
+    # --sumo-home runs another installation's bin/sumo through TraCI; here a wrapper around ours,
+    # which notes that it ran.
+    from citybrain.sumo_home import sumo_binary
+    home, ran = tmp_path / "other-sumo", tmp_path / "ran.txt"
+    (home / "bin").mkdir(parents=True)
+    wrapper = home / "bin" / "sumo"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexec {sumo_binary("sumo")} "$@"\n')
+    wrapper.chmod(0o755)
     results = {}
-    for backend in ("libsumo", "traci"):
-        out = tmp_path / f"{backend}.json"
-        run = citybrain("simulate", str(SHORT), "--controller", "citybrain", "--backend", backend,
-                        "--json", str(out))
+    for label, flags in (("libsumo", ["--backend", "libsumo"]), ("traci", ["--backend", "traci"]),
+                         ("sumo-home", ["--sumo-home", str(home)])):
+        out = tmp_path / f"{label}.json"
+        run = citybrain("simulate", str(SHORT), "--controller", "citybrain", *flags, "--json", str(out))
         assert run.returncode == 0, run.stderr
-        results[backend] = json.loads(out.read_text())["controllers"]["citybrain"]
+        report = json.loads(out.read_text())
+        results[label] = report["controllers"]["citybrain"]
+        assert report["sumo_version"] == importlib.metadata.version("eclipse-sumo")
+    assert "--seed 42" in ran.read_text()     # the wrapper ran, once per simulation
     for key in KEYS:
-        assert results["libsumo"][key] == results["traci"][key], key
+        assert results["libsumo"][key] == results["traci"][key] == results["sumo-home"][key], key
+
+
+def test_sumo_home_needs_traci(tmp_path):
+    run = citybrain("simulate", str(SHORT), "--backend", "libsumo", "--sumo-home", str(tmp_path))
+    assert run.returncode == 2
+    assert "traci" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_broken_scenario_gives_clear_error(tmp_path):
