@@ -67,6 +67,10 @@ class ControllerConfig:
     # A green lane whose queue has not shrunk for this long has a blocked head
     # vehicle: three saturation headways (~2 s each) without one departure.
     blocked_after_s: float = 6.0
+    # A lane whose queue has stood this long (not once shrunk or emptied) gets the phase
+    # that protects it, whatever the schedule says: two max greens. The schedule alone can
+    # starve a turn that waits behind a gap that never comes (arterial4x4).
+    max_stall_s: float = 120.0
 
 
 @dataclass(frozen=True)

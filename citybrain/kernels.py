@@ -239,11 +239,11 @@ def _wait_one_second(queue, lanes, first, count, time_s, arrival_rate, mean_arri
 def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate, arrival_window_s,
                    service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
                    phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
-                   max_green_s, horizon_s, queue):
+                   max_green_s, horizon_s, queue, second):
     """Vehicle-seconds of waiting over horizon_s at one signal if it serves `start`
-    now (switching unless start == current), then each time its queues are empty
-    (or max green is reached) the phase with the most vehicles left to serve. Stops
-    early once the cost exceeds `bound`."""
+    now (switching unless start == current), then `second` (if >= 0), then each
+    time its queues are empty (or max green is reached) the phase with the most
+    vehicles left to serve. Stops early once the cost exceeds `bound`."""
     first = signal_lane_ptr[signal]
     count = signal_lane_ptr[signal + 1] - first
     n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
@@ -255,6 +255,9 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
     previous = current
     continuing = start == current
     while t < horizon_s and cost <= bound:
+        if phase < 0 and second >= 0:
+            phase = second
+            second = -1
         if phase < 0:   # between phases: the phase with the most vehicles it can serve
             most = 0.0
             for p in range(n_phases):
@@ -321,13 +324,60 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
 
 
 @jit
+def _best_schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate, arrival_window_s,
+                        service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr,
+                        phase_lane_ptr, phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s,
+                        stage_time_s, min_green_s, max_green_s, horizon_s, queue):
+    """The cheapest `_schedule_cost` of starting `start` now over every choice of the
+    phase after it (the greedy continuation, or each other phase): the sequence of
+    the next two phases is searched, the rest of the horizon greedy. Costs above
+    `bound` are cut short."""
+    best = np.inf
+    for second in range(-1, phase_ptr[signal + 1] - phase_ptr[signal]):
+        if second == start:
+            continue
+        cost = _schedule_cost(start, current, signal, min(bound, best), queued, arrival_rate, mean_arrival_rate,
+                              arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
+                              signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
+                              transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s,
+                              horizon_s, queue, second)
+        if cost < best:
+            best = cost
+    return best
+
+
+@jit
+def _stalled_phase(signal, current, queued, service_rate, stalled_s, max_stall_s, signal_lane_ptr, signal_lane,
+                   phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share):
+    """The phase other than `current` giving a protected green to the lane whose queue
+    has stood longest, at least max_stall_s, with somewhere to go (the first such
+    phase on a tie); -1 if none."""
+    first = signal_lane_ptr[signal]
+    stalled = -1
+    longest = -1.0
+    for p in range(phase_ptr[signal + 1] - phase_ptr[signal]):
+        if p == current:
+            continue
+        g = phase_ptr[signal] + p
+        for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
+            lane = signal_lane[first + phase_lane[k]]
+            if (phase_lane_share[k] >= 1.0 and queued[lane] >= 1.0 and service_rate[lane] > 0.0
+                    and stalled_s[lane] >= max_stall_s and stalled_s[lane] > longest):
+                stalled = p
+                longest = stalled_s[lane]
+    return stalled
+
+
+@jit
 def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
-                    max_green_s, horizon_s, queue, requested):
+                    max_green_s, horizon_s, stalled_s, max_stall_s, queue, requested):
     """Per signal in green past its minimum: the phase to start now that gives the
-    least waiting over a rolling horizon (see `_schedule_cost`), or KEEP when that
+    least waiting over a rolling horizon (see `_best_schedule_cost`), or KEEP when that
     is the current phase. Past max green the current phase is not a candidate.
+    Before that, a lane whose queue has stood for max_stall_s (stalled_s: since it
+    last shrank or was empty) gets the phase that protects it (`_stalled_phase`).
     Ties go to the lower phase index, as in choose_phases' ranking. signal_lane
     lists each signal's approach lanes (CSR); phase_lane gives, per phase, the positions in
     its signal's list of the lanes it serves, and phase_lane_share the share of
@@ -338,16 +388,21 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
         if stage[signal] != STAGE_GREEN or stage_time_s[signal] < min_green_s[signal] or n_phases < 2:
             continue
         current = green_phase[signal]
+        stalled = _stalled_phase(signal, current, queued, service_rate, stalled_s, max_stall_s, signal_lane_ptr,
+                                 signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share)
+        if stalled >= 0:
+            requested[signal] = stalled
+            continue
         forced = stage_time_s[signal] >= max_green_s[signal]
         # Keeping the current phase usually wins: costing it first bounds the others early.
         # A candidate costing more than it cannot be chosen, so cutting it short changes nothing.
         keep_cost = np.inf
         if not forced:
-            keep_cost = _schedule_cost(current, current, signal, np.inf, queued, arrival_rate, mean_arrival_rate,
-                                       arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
-                                       signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
-                                       transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
-                                       max_green_s, horizon_s, queue)
+            keep_cost = _best_schedule_cost(current, current, signal, np.inf, queued, arrival_rate,
+                                            mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
+                                            blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
+                                            phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s,
+                                            stage_time_s, min_green_s, max_green_s, horizon_s, queue)
         best = -1
         best_cost = np.inf
         for start in range(n_phases):
@@ -357,11 +412,11 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
                 cost = keep_cost
             else:
                 bound = min(best_cost, keep_cost + SCORE_TOLERANCE)
-                cost = _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate,
-                                      arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
-                                      signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
-                                      transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
-                                      max_green_s, horizon_s, queue)
+                cost = _best_schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate,
+                                           arrival_window_s, service_rate, downstream_wait_s, blocked,
+                                           signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane,
+                                           phase_lane_share, transition_offset, needs_clearance, lost_s,
+                                           stage_time_s, min_green_s, max_green_s, horizon_s, queue)
             if cost < best_cost - SCORE_TOLERANCE:
                 best, best_cost = start, cost
         if best != current:

@@ -87,7 +87,8 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
     downstream_wait_s[:] = downstream_weight * waits / np.maximum(counts, 1) / saturation_veh_per_s
 
 
-def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_green_s, max_green_s, horizon_s):
+def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_green_s, max_green_s, horizon_s,
+                   second):
     """The same fluid schedule as kernels._schedule_cost, over numpy arrays of the
     signal's lanes (no early stop)."""
     (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked) = inputs
@@ -113,6 +114,8 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
 
     phase, previous, continuing = start, current, start == current
     while clock["t"] < horizon_s:
+        if phase < 0 and second >= 0:
+            phase, second = second, -1
         if phase < 0:
             waiting = np.array([queue[served_by[p]][can_serve[served_by[p]]].sum() if p != previous else -1.0
                                 for p in range(n_phases)])
@@ -149,7 +152,7 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
 def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
-                    max_green_s, horizon_s, queue, requested):
+                    max_green_s, horizon_s, stalled_s, max_stall_s, queue, requested):
     inputs = (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked)
     structure = (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                  transition_offset, needs_clearance, lost_s)
@@ -159,13 +162,26 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
         if stage[signal] != STAGE_GREEN or stage_time_s[signal] < min_green_s[signal] or n_phases < 2:
             continue
         current = green_phase[signal]
+        lanes = signal_lane[signal_lane_ptr[signal]:signal_lane_ptr[signal + 1]]
+        longest = np.full(n_phases, -np.inf)   # per phase: the longest stall among the lanes it protects
+        for p in range(n_phases):
+            g = phase_ptr[signal] + p
+            mine = lanes[phase_lane[phase_lane_ptr[g]:phase_lane_ptr[g + 1]]]
+            eligible = ((phase_lane_share[phase_lane_ptr[g]:phase_lane_ptr[g + 1]] >= 1.0) & (queued[mine] >= 1.0)
+                        & (service_rate[mine] > 0.0) & (stalled_s[mine] >= max_stall_s))
+            if p != current and eligible.any():
+                longest[p] = stalled_s[mine][eligible].max()
+        if np.isfinite(longest).any():
+            requested[signal] = int(np.argmax(longest))   # the first phase on a tie, as the kernel
+            continue
         forced = stage_time_s[signal] >= max_green_s[signal]
         best, best_cost = -1, np.inf
         for start in range(n_phases):   # ties go to the lower index
             if forced and start == current:
                 continue
-            cost = _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_green_s, max_green_s,
-                                  horizon_s)
+            cost = min(_schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_green_s,
+                                      max_green_s, horizon_s, second)
+                       for second in range(-1, n_phases) if second != start)
             if cost < best_cost - SCORE_TOLERANCE:
                 best, best_cost = start, cost
         if best != current:

@@ -367,6 +367,7 @@ def test_schedule_phases_matches_reference(seed):
     blocked = rng.random(n) < 0.1
     share = np.where(rng.random(controller.phase_lane.size) < 0.3, 0.5, 1.0)   # some permissive-only lanes
     min_green, max_green = np.full(net.n_signals, 6.0), np.full(net.n_signals, 60.0)
+    stalled = np.where(rng.random(n) < 0.1, rng.uniform(120, 200, n), rng.uniform(0, 100, n))
     decisions = []
     for ops in (kernels, reference):
         requested = np.zeros(net.n_signals, dtype=np.int32)
@@ -374,9 +375,17 @@ def test_schedule_phases_matches_reference(seed):
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
                             controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
-                            controller.queue, requested)
+                            stalled, 120.0, controller.queue, requested)
         decisions.append(requested)
     np.testing.assert_array_equal(*decisions)
     deciding = (stage == kernels.STAGE_GREEN) & (elapsed >= min_green)
     assert (decisions[0][deciding] >= 0).any() and (decisions[0][deciding] == kernels.KEEP).any()
     assert (decisions[0][~deciding] == kernels.KEEP).all()
+    # With no lane stalled, the schedule alone decides: some signals change their choice.
+    unstalled = np.zeros(net.n_signals, dtype=np.int32)
+    kernels.schedule_phases(queued, rate, mean_rate, controller.arrival_window_s, service, wait, blocked,
+                            controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
+                            controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
+                            net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
+                            np.zeros(n), 120.0, controller.queue, unstalled)
+    assert (unstalled != decisions[0]).any()
