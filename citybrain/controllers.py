@@ -108,7 +108,6 @@ class CityBrainController:
         self.arrival_rate, self.mean_arrival_rate = np.zeros(n), np.zeros(n)
         self.service_rate, self.downstream_wait_s = np.zeros(n), np.zeros(n)
         self.blocked = np.zeros(n, dtype=bool)
-        self.stalled_s = np.zeros(n)
         self.previous_halting, self.last_discharge_s = np.zeros(n), np.zeros(n)
         # Moving vehicles in a zone reach the stop line within the zone's free-flow time.
         reach_m = np.zeros(n)
@@ -137,14 +136,13 @@ class CityBrainController:
             self.lane_out, self.exit_storage_veh, config.downstream_weight, config.blocked_after_s,
             self.previous_halting, self.last_discharge_s, self.queued, self.approaching,
             self.arrival_rate, self.mean_arrival_rate, self.service_rate, self.downstream_wait_s, self.blocked)
-        np.subtract(frame.time_s, self.last_discharge_s, out=self.stalled_s)
         k.schedule_phases(
             self.queued, self.arrival_rate, self.mean_arrival_rate, self.arrival_window_s, self.service_rate,
             self.downstream_wait_s, self.blocked, self.signal_lane_ptr, self.signal_lane, net.phase_ptr,
             self.phase_lane_ptr, self.phase_lane, self.phase_lane_share, net.transition_offset, net.needs_clearance,
             self.lost_s,
             signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, self.max_green_s,
-            config.horizon_s, self.stalled_s, config.max_stall_s, self.queue, requested)
+            config.horizon_s, frame.time_s, self.last_discharge_s, config.max_stall_s, self.queue, requested)
 
 
 def _approach_lanes(net: Network, permissive_share: float) -> tuple[np.ndarray, ...]:

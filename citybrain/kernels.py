@@ -347,8 +347,8 @@ def _best_schedule_cost(start, current, signal, bound, queued, arrival_rate, mea
 
 
 @jit
-def _stalled_phase(signal, current, queued, service_rate, stalled_s, max_stall_s, signal_lane_ptr, signal_lane,
-                   phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share):
+def _stalled_phase(signal, current, queued, service_rate, time_s, last_discharge_s, max_stall_s, signal_lane_ptr,
+                   signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share):
     """The phase other than `current` giving a protected green to the lane whose queue
     has stood longest, at least max_stall_s, with somewhere to go (the first such
     phase on a tie); -1 if none."""
@@ -361,10 +361,11 @@ def _stalled_phase(signal, current, queued, service_rate, stalled_s, max_stall_s
         g = phase_ptr[signal] + p
         for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
             lane = signal_lane[first + phase_lane[k]]
+            stood_s = time_s - last_discharge_s[lane]
             if (phase_lane_share[k] >= 1.0 and queued[lane] >= 1.0 and service_rate[lane] > 0.0
-                    and stalled_s[lane] >= max_stall_s and stalled_s[lane] > longest):
+                    and stood_s >= max_stall_s and stood_s > longest):
                 stalled = p
-                longest = stalled_s[lane]
+                longest = stood_s
     return stalled
 
 
@@ -372,12 +373,12 @@ def _stalled_phase(signal, current, queued, service_rate, stalled_s, max_stall_s
 def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
-                    max_green_s, horizon_s, stalled_s, max_stall_s, queue, requested):
+                    max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
     """Per signal in green past its minimum: the phase to start now that gives the
     least waiting over a rolling horizon (see `_best_schedule_cost`), or KEEP when that
     is the current phase. Past max green the current phase is not a candidate.
-    Before that, a lane whose queue has stood for max_stall_s (stalled_s: since it
-    last shrank or was empty) gets the phase that protects it (`_stalled_phase`).
+    Before that, a lane whose queue has stood for max_stall_s (since last_discharge_s:
+    it last shrank or was empty) gets the phase that protects it (`_stalled_phase`).
     Ties go to the lower phase index, as in choose_phases' ranking. signal_lane
     lists each signal's approach lanes (CSR); phase_lane gives, per phase, the positions in
     its signal's list of the lanes it serves, and phase_lane_share the share of
@@ -388,8 +389,9 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
         if stage[signal] != STAGE_GREEN or stage_time_s[signal] < min_green_s[signal] or n_phases < 2:
             continue
         current = green_phase[signal]
-        stalled = _stalled_phase(signal, current, queued, service_rate, stalled_s, max_stall_s, signal_lane_ptr,
-                                 signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share)
+        stalled = _stalled_phase(signal, current, queued, service_rate, time_s, last_discharge_s, max_stall_s,
+                                 signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane,
+                                 phase_lane_share)
         if stalled >= 0:
             requested[signal] = stalled
             continue

@@ -152,10 +152,11 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
 def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
-                    max_green_s, horizon_s, stalled_s, max_stall_s, queue, requested):
+                    max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
     inputs = (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked)
     structure = (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                  transition_offset, needs_clearance, lost_s)
+    stalled_s = time_s - last_discharge_s
     requested[:] = KEEP
     for signal in range(len(requested)):
         n_phases = phase_ptr[signal + 1] - phase_ptr[signal]

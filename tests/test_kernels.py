@@ -367,7 +367,8 @@ def test_schedule_phases_matches_reference(seed):
     blocked = rng.random(n) < 0.1
     share = np.where(rng.random(controller.phase_lane.size) < 0.3, 0.5, 1.0)   # some permissive-only lanes
     min_green, max_green = np.full(net.n_signals, 6.0), np.full(net.n_signals, 60.0)
-    stalled = np.where(rng.random(n) < 0.1, rng.uniform(120, 200, n), rng.uniform(0, 100, n))
+    # Seconds each lane's queue has stood at time 1000 s: a tenth past the 120 s stall limit.
+    last_discharge = 1000.0 - np.where(rng.random(n) < 0.1, rng.uniform(120, 200, n), rng.uniform(0, 100, n))
     decisions = []
     for ops in (kernels, reference):
         requested = np.zeros(net.n_signals, dtype=np.int32)
@@ -375,7 +376,7 @@ def test_schedule_phases_matches_reference(seed):
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
                             controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
-                            stalled, 120.0, controller.queue, requested)
+                            1000.0, last_discharge, 120.0, controller.queue, requested)
         decisions.append(requested)
     np.testing.assert_array_equal(*decisions)
     deciding = (stage == kernels.STAGE_GREEN) & (elapsed >= min_green)
@@ -387,5 +388,5 @@ def test_schedule_phases_matches_reference(seed):
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
                             controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
-                            np.zeros(n), 120.0, controller.queue, unstalled)
+                            1000.0, np.full(n, 1000.0), 120.0, controller.queue, unstalled)
     assert (unstalled != decisions[0]).any()
