@@ -31,7 +31,7 @@ from .preemption import Preemption
 from .field import FieldConfig, FieldEngine
 from .grids import DEFAULT_CACHE, bench_grid
 from .network import COMPILED_FORMAT, Network, load_network
-from .run import RunOptions, simulate, simulate_in_processes
+from .run import RunOptions, simulate, simulate_in_processes, sumo_versions
 from .scenario import load_scenario
 from .sumo_home import ensure_sumo_home, sumo_tool
 from .wire import GatewayLink
@@ -274,6 +274,7 @@ def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tup
                 names.append(name)
                 total_s += end - begin
     results = simulate_in_processes(jobs, workers, progress(total_s) if progress else None)
+    sumo_version = sumo_versions(results)
     runs: dict[str, dict[str, list[dict]]] = {name: {c: [] for c in controllers} for name in configs}
     for name, (_, controller, _), result in zip(names, jobs, results):
         runs[name][controller].append(result)
@@ -294,9 +295,8 @@ def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tup
                 "teleports": int(sum(r["teleports"] for r in results)),
                 "emergency_braking": int(sum(r["emergency_braking"] for r in results)),
             }
-    versions = sorted({r["sumo_version"] for r in results})
     return {"seeds": list(seeds), "controllers": list(controllers), "detectors": detectors,
-            "min_all_red_s": min_all_red_s, "sumo_version": ", ".join(versions), "scenarios": summary,
+            "min_all_red_s": min_all_red_s, "sumo_version": sumo_version, "scenarios": summary,
             "machine": _machine()}
 
 

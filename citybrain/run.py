@@ -24,7 +24,7 @@ from .safety import SafetyMonitor
 from .scenario import Scenario, load_scenario
 from .sumo_adapter import SumoOptions, SumoSimulation, count_emergency_braking
 
-__all__ = ["RunOptions", "simulate", "simulate_in_processes", "run_gateway", "compare", "build_report",
+__all__ = ["RunOptions", "simulate", "simulate_in_processes", "run_gateway", "compare", "build_report", "sumo_versions",
            "DEFAULT_COMPARE"]
 
 DEFAULT_COMPARE = ("fixed", "actuated", "maxpressure", "citybrain")
@@ -298,6 +298,11 @@ def compare(scenario_path: str | Path, controllers: tuple[str, ...] = DEFAULT_CO
     return build_report(scenario, options, dict(zip(controllers, results)))
 
 
+def sumo_versions(results) -> str:
+    """The SUMO version(s) a set of run results came from, e.g. "1.28.0"."""
+    return ", ".join(sorted({r["sumo_version"] for r in results}))
+
+
 def build_report(scenario: Scenario, options: RunOptions, results: dict[str, dict]) -> dict:
     """The report `simulate` and `compare` print and write as JSON."""
     begin, end = scenario.window(options.begin_s, options.end_s)
@@ -308,7 +313,7 @@ def build_report(scenario: Scenario, options: RunOptions, results: dict[str, dic
         "end_s": end,
         "seed": options.seed,
         "backend": options.backend,
-        "sumo_version": ", ".join(sorted({r["sumo_version"] for r in results.values()})),
+        "sumo_version": sumo_versions(results.values()),
         # What our controllers saw ("auto" resolved); as asked when only SUMO's own programs ran.
         "detectors": _seen_by_ours(results) or options.detectors,
         "controllers": results,

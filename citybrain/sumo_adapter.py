@@ -117,7 +117,8 @@ class SumoSimulation:
         if self.loops is not None:
             additional.append(self._write_loops())
         binary = sumo_binary("sumo", self.options.sumo_home)
-        self.sumo_version = ".".join(map(str, sumo_version(binary)))
+        version = sumo_version(binary)
+        self.sumo_version = ".".join(map(str, version))
         args = [
             binary, "-c", str(self.scenario.config),
             "--seed", str(self.options.seed),
@@ -128,7 +129,7 @@ class SumoSimulation:
             "--log", str(self.log_path),
             "--no-step-log", "true", "--duration-log.disable", "true",
         ]
-        if sumo_version(binary) >= (1, 10):
+        if version >= (1, 10):
             # SUMO 1.9 writes undeparted trips with write-unfinished, and rejects this as a repeat of it.
             args += ["--tripinfo-output.write-undeparted", "true"]
         if additional:
