@@ -3,7 +3,10 @@
 Each signal on a vehicle's route runs NTCIP 1202's preempt sequence:
 
 - *entry*: once the vehicle's estimated arrival comes within the signal's lead
-  time, the signal is asked for the phase the vehicle needs. A conflicting green
+  time, the signal is asked for the phase the vehicle needs: the one giving its
+  turn the most green, or, while vehicles queue on its approach lanes, one that
+  greens every turn leaving those lanes (on a lane shared with other turns, a
+  protected-turn phase would leave the vehicles ahead at red). A conflicting green
   may end after `SignalTiming.preemption_min_green_s` instead of its minimum
   green; yellow and all-red are served in full (the safety layer sees to it).
 - *dwell*: that phase is held while the queue ahead of the vehicle discharges
@@ -65,6 +68,12 @@ class _Turn:
     phase: int                  # local candidate phase giving this turn the most green
     served_by: frozenset[int]   # local phases in which every link of it is green as in `phase`
     lanes: np.ndarray           # approach lanes (Network lane indices) of its movements
+    # The phase to ask for while vehicles queue ahead on those lanes: one that also
+    # greens every other link leaving them, so that a vehicle ahead bound elsewhere
+    # cannot block the lane (a shared lane under a protected-turn phase). `phase`
+    # when that already does, or when no phase does.
+    lane_phase: int
+    lane_served_by: frozenset[int]
 
 
 @dataclass
@@ -79,6 +88,7 @@ class _Track:
     entered_s: dict[tuple[int, int], float] = field(default_factory=dict)   # (from edge, to edge) -> entry time
     released: set[tuple[int, int]] = field(default_factory=set)             # timed out: not requested again
     suspended: dict[tuple[int, int], float] = field(default_factory=dict)   # stalled: not requested until then
+    lane_phase: dict[tuple[int, int], bool] = field(default_factory=dict)   # turn's phase chosen at entry
     moved_s: float = -np.inf                # when the vehicle was last seen making progress
     speed_ratio: float = 1.0                # fastest seen speed / limit, at least 1
 
@@ -91,6 +101,8 @@ class _Candidate:
     key: tuple[int, int]        # (from edge, to edge) of its turn
     turn: _Turn
     arrival_s: float
+    phase: int                  # the turn's phase or lane phase, as chosen for it
+    served_by: frozenset[int]
 
     @property
     def vehicle_id(self) -> str:
@@ -144,7 +156,7 @@ class Preemption:
         self.cut_min_green[:] = False
         self.serving.clear()
         self.requests = []
-        candidates = self._candidates(frame.time_s) if self.tracks else []
+        candidates = self._candidates(frame) if self.tracks else []
         if not candidates:
             return self.cut_min_green
         lead = self._lead_s(candidates, frame, signals)
@@ -191,11 +203,12 @@ class Preemption:
                 continue
             if not (is_due or (is_near and c.turn.signal in busy)):
                 if is_near:
-                    approaching.setdefault(c.turn.signal, c.turn.phase)
-                later.append(PreemptionRequest(c.vehicle_id, c.turn.signal, c.turn.phase, c.arrival_s, lead_s, IDLE))
+                    approaching.setdefault(c.turn.signal, c.phase)
+                later.append(PreemptionRequest(c.vehicle_id, c.turn.signal, c.phase, c.arrival_s, lead_s, IDLE))
                 continue
             if c.key not in c.track.entered_s:
                 c.track.entered_s[c.key] = now
+                c.track.lane_phase[c.key] = c.phase != c.turn.phase
                 self.counts.entries += 1
             entered = c.track.entered_s[c.key]
             if now - entered > self.config.max_presence_s:
@@ -219,11 +232,11 @@ class Preemption:
             signal, phase = c.turn.signal, winners.get(c.turn.signal)
             status = ENTRY
             if phase is None:
-                winners[signal] = phase = c.turn.phase
+                winners[signal] = phase = c.phase
                 self.serving[signal] = c.vehicle_id
-            elif phase not in c.turn.served_by:
+            elif phase not in c.served_by:
                 self.counts.conflicts += 1
-                phase, status = c.turn.phase, WAITING
+                phase, status = c.phase, WAITING
             served.append(PreemptionRequest(c.vehicle_id, signal, phase, c.arrival_s, lead_s, status))
         return winners, served
 
@@ -301,9 +314,12 @@ class Preemption:
         return tuple(int(e) for e in path)
 
     # -- requests ------------------------------------------------------------
-    def _candidates(self, now: float) -> list[_Candidate]:
-        """(track, turn key, turn, estimated arrival s) for every signal ahead of
-        every vehicle within the horizon, or already preempted for it."""
+    def _candidates(self, frame: DetectorFrame) -> list[_Candidate]:
+        """(track, turn key, turn, estimated arrival s, phase) for every signal ahead
+        of every vehicle within the horizon, or already preempted for it. A turn
+        asks for its lane phase while vehicles stand on its lanes, and keeps the
+        choice from entry until the vehicle is through."""
+        now = frame.time_s
         out = []
         lengths, speeds = self.network.edge_length_m, self.network.edge_speed_mps
         for track in self.tracks.values():
@@ -325,7 +341,11 @@ class Preemption:
                 eta = max((to_end_s + track.time_to_end_s[k]) / track.speed_ratio - elapsed_s, 0.0)
                 if eta > self.config.horizon_s and key not in track.entered_s:
                     break
-                out.append(_Candidate(track, key, turn, eta))
+                lane_phase = track.lane_phase[key] if key in track.entered_s else (
+                    turn.lane_phase != turn.phase and frame.halting[turn.lanes].sum() >= 1.0)
+                phase, served_by = ((turn.lane_phase, turn.lane_served_by) if lane_phase
+                                    else (turn.phase, turn.served_by))
+                out.append(_Candidate(track, key, turn, eta, phase, served_by))
         return out
 
     def _lead_s(self, candidates: list[_Candidate], frame: DetectorFrame, signals: SignalView) -> np.ndarray:
@@ -334,7 +354,7 @@ class Preemption:
         lane_ptr = np.concatenate(([0], np.cumsum([len(t.lanes) for t in turns]))).astype(np.int64)
         lead = np.zeros(len(turns))
         self.kernels.preemption_lead_s(
-            np.array([t.signal for t in turns], dtype=np.int32), np.array([t.phase for t in turns], dtype=np.int32),
+            np.array([t.signal for t in turns], dtype=np.int32), np.array([c.phase for c in candidates], dtype=np.int32),
             lane_ptr, np.concatenate([t.lanes for t in turns]), frame.halting, net.phase_ptr,
             net.transition_offset, net.needs_clearance, net.yellow_s, net.all_red_s, signals.green_phase,
             signals.next_phase, signals.stage, signals.stage_time_s, self.timing.preemption_min_green_s,
@@ -343,11 +363,13 @@ class Preemption:
 
 
 def signal_turns(network: Network) -> dict[tuple[int, int], _Turn]:
-    """Every (from edge, to edge) through a signal, with the phase that serves it."""
+    """Every (from edge, to edge) through a signal, with the phases that serve it."""
     links: dict[tuple[int, int], tuple[int, set[int], set[int]]] = {}
+    lane_links: dict[int, set[int]] = {}   # approach lane -> every link leaving it
     for signal, link, lane_in, lane_out in zip(network.move_signal.tolist(), network.move_link.tolist(),
                                                network.move_in_lane.tolist(), network.move_out_lane.tolist()):
         key = (int(network.lane_edge[lane_in]), int(network.lane_edge[lane_out]))
+        lane_links.setdefault(lane_in, set()).add(link)
         entry = links.setdefault(key, (signal, set(), set()))
         if entry[0] == signal:
             entry[1].add(link)
@@ -358,11 +380,19 @@ def signal_turns(network: Network) -> dict[tuple[int, int], _Turn]:
         levels = [network.phase_green_level[network.phase_link_ptr[p]:network.phase_link_ptr[p] + n_links]
                   for p in network.phases_of(signal)]
         chosen = sorted(turn_links)
-        scores = [int(level[chosen].sum()) for level in levels]
+        scores = np.array([int(level[chosen].sum()) for level in levels])
         best = int(np.argmax(scores))
         if scores[best] == 0:
             continue  # no phase of the net ever gives this turn green
-        green = levels[best][chosen] > 0
-        served_by = frozenset(p for p, level in enumerate(levels) if np.all(level[chosen][green] > 0))
-        turns[key] = _Turn(signal, best, served_by, np.array(sorted(lanes), dtype=np.int32))
+        whole_lanes = sorted(set().union(*(lane_links[lane] for lane in lanes)))
+        clears = np.array([bool(np.all(level[whole_lanes] > 0)) for level in levels])
+        lane_phase = best if clears[best] or not clears.any() else int(np.argmax(np.where(clears, scores, -1)))
+        turns[key] = _Turn(signal, best, _served_by(levels, chosen, best), np.array(sorted(lanes), dtype=np.int32),
+                           lane_phase, _served_by(levels, chosen, lane_phase))
     return turns
+
+
+def _served_by(levels: list[np.ndarray], links: list[int], phase: int) -> frozenset[int]:
+    """The phases in which every one of `links` green in `phase` is green too."""
+    green = levels[phase][links] > 0
+    return frozenset(p for p, level in enumerate(levels) if np.all(level[links][green] > 0))

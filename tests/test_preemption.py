@@ -289,3 +289,26 @@ def test_a_vehicle_whose_green_shows_keeps_it_against_its_own_class(net):
 
     assert not newcomer_gets_it(priority=2)   # same class, arriving first: waits
     assert newcomer_gets_it(priority=1)       # more urgent: takes the signal
+
+
+def test_a_queue_on_a_shared_lane_gets_the_phase_that_clears_the_whole_lane(resco):
+    # cologne8 26110729: -297047310#2 has one lane for every turn; its left turn is
+    # protected only in a phase that holds the lane's other turns at red, so a
+    # vehicle ahead bound straight on would block the emergency vehicle there.
+    net = load_network(resco / "cologne8" / "cologne8.net.xml")
+    route = edges(net, ("-297047310#2", "186623965#15"))
+    turn = signal_turns(net)[route]
+    signal, lane = turn.signal, net.lane_index["-297047310#2_0"]
+    links = net.move_link[net.move_in_lane == lane]
+    levels = [net.phase_green_level[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]] for p in net.phases_of(signal)]
+    assert not (levels[turn.phase][links] > 0).all()
+    assert (levels[turn.lane_phase][links] > 0).all() and turn.lane_phase != turn.phase
+
+    def requested_phase(queued):
+        drive = Drive(net)
+        drive.halting[lane] = queued
+        drive.step([vehicle_at(net, "ev", route, net.edge_length_m[route[0]] - 100.0, 13.89, time_s=drive.time_s)])
+        return next(r.phase for r in drive.engine.preemption.requests if r.signal == signal)
+
+    assert requested_phase(queued=0) == turn.phase
+    assert requested_phase(queued=3) == turn.lane_phase
