@@ -243,7 +243,9 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
     """Vehicle-seconds of waiting over horizon_s at one signal if it serves `start`
     now (switching unless start == current), then `second` (if >= 0), then each
     time its queues are empty (or max green is reached) the phase with the most
-    vehicles left to serve. Stops early once the cost exceeds `bound`."""
+    vehicles left to serve. Stops early once the cost exceeds `bound`. Returns the
+    cost and, when `second` < 0, the phase the greedy rule started right after
+    `start` (-1 if it idled first or never got there)."""
     first = signal_lane_ptr[signal]
     count = signal_lane_ptr[signal + 1] - first
     n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
@@ -254,6 +256,9 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
     phase = start
     previous = current
     continuing = start == current
+    greedy_second = -1
+    served_phases = 0
+    idled = False
     while t < horizon_s and cost <= bound:
         if phase < 0 and second >= 0:
             phase = second
@@ -274,10 +279,13 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
                     phase = p
             if phase < 0 or most < EMPTY_QUEUE_VEH:   # nothing to serve: a second passes idle
                 phase = -1
+                idled = True
                 cost += _wait_one_second(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate,
                                          arrival_window_s)
                 t += 1.0
                 continue
+            if served_phases == 1 and not idled:
+                greedy_second = phase
         if continuing:
             green_s = stage_time_s[signal]
             least_s = 0.0
@@ -317,10 +325,11 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
                         break
                 if served_all:
                     break
+        served_phases += 1
         previous = phase
         phase = -1
         continuing = False
-    return cost
+    return cost, greedy_second
 
 
 @jit
@@ -331,16 +340,20 @@ def _best_schedule_cost(start, current, signal, bound, queued, arrival_rate, mea
     """The cheapest `_schedule_cost` of starting `start` now over every choice of the
     phase after it (the greedy continuation, or each other phase): the sequence of
     the next two phases is searched, the rest of the horizon greedy. Costs above
-    `bound` are cut short."""
+    `bound` are cut short. The phase the greedy continuation started is not costed
+    again on its own: that schedule is the same one."""
     best = np.inf
+    repeated = start   # an explicit second phase the greedy run already costed
     for second in range(-1, phase_ptr[signal + 1] - phase_ptr[signal]):
-        if second == start:
+        if second == start or second == repeated:
             continue
-        cost = _schedule_cost(start, current, signal, min(bound, best), queued, arrival_rate, mean_arrival_rate,
-                              arrival_window_s, service_rate, downstream_wait_s, blocked, signal_lane_ptr,
-                              signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
-                              transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s,
-                              horizon_s, queue, second)
+        cost, greedy_second = _schedule_cost(
+            start, current, signal, min(bound, best), queued, arrival_rate, mean_arrival_rate, arrival_window_s,
+            service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
+            phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
+            max_green_s, horizon_s, queue, second)
+        if second < 0:
+            repeated = greedy_second if greedy_second >= 0 else start
         if cost < best:
             best = cost
     return best
