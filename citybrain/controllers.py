@@ -77,7 +77,8 @@ class CityBrainController:
     Every period, each signal in green past its minimum green simulates its own
     approach lanes for the next `horizon_s` with a fluid queue model, once per
     phase it could start now: queues from the detectors, arrivals from the moving
-    vehicles in each detection zone (then the lane's recent mean flow),
+    vehicles in each detection zone, each lane of the zone's arriving in the seconds
+    its stretch is from the stop line (then the lane's recent mean flow),
     discharge at saturation flow while green (half of it for a lane whose links
     are only permissive in that phase), the net's yellow and all-red plus
     a start-up loss on every switch, then the best phase to follow it (each is
@@ -114,6 +115,12 @@ class CityBrainController:
         owner = np.repeat(np.arange(n), np.diff(net.zone_ptr))
         np.maximum.at(reach_m, owner, net.zone_offset_m + net.lane_length_m[net.zone_lane])
         self.arrival_window_s = np.maximum(reach_m / np.maximum(net.lane_speed_mps, 1.0), 1.0)
+        # A moving vehicle on a zone member reaches the stop line between the times the
+        # member's near and far ends are from it at free flow.
+        member_speed_mps = np.maximum(net.lane_speed_mps[net.zone_lane], 1.0)
+        self.zone_start_s = net.zone_offset_m / member_speed_mps
+        self.zone_end_s = (net.zone_offset_m + net.lane_length_m[net.zone_lane]) / member_speed_mps
+        self.arrival_profile = np.zeros((n, int(np.ceil(config.horizon_s))))
         self.exit_storage_veh = config.exit_full_share * np.maximum(net.lane_length_m / config.jam_spacing_m, 1.0)
         order = np.argsort(net.move_in_lane, kind="stable")
         self.lane_out = net.move_out_lane[order].astype(np.int32)
@@ -136,8 +143,11 @@ class CityBrainController:
             self.lane_out, self.exit_storage_veh, config.downstream_weight, config.blocked_after_s,
             self.previous_halting, self.last_discharge_s, self.queued, self.approaching,
             self.arrival_rate, self.mean_arrival_rate, self.service_rate, self.downstream_wait_s, self.blocked)
+        k.arrival_profile(
+            frame.vehicles, frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_start_s,
+            self.zone_end_s, self.arrival_window_s, self.mean_arrival_rate, self.arrival_profile)
         k.schedule_phases(
-            self.queued, self.arrival_rate, self.mean_arrival_rate, self.arrival_window_s, self.service_rate,
+            self.queued, self.arrival_profile, self.mean_arrival_rate, self.service_rate,
             self.downstream_wait_s, self.blocked, self.signal_lane_ptr, self.signal_lane, net.phase_ptr,
             self.phase_lane_ptr, self.phase_lane, self.phase_lane_share, net.transition_offset, net.needs_clearance,
             self.lost_s,

@@ -170,10 +170,11 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
     """Per lane, what `schedule_phases` simulates (every array indexed by lane):
 
     - queued: halted vehicles in the lane's detection zone;
-    - arrival_rate: the moving vehicles of the zone spread over the time they need
-      to reach the stop line (arrival_window_s); mean_arrival_rate follows it with memory
-      rate_memory_s (by Little's law both estimate the lane's flow) and stands for
-      arrivals after that;
+    - arrival_rate: the moving vehicles of the zone over the time they need to
+      reach the stop line (arrival_window_s); mean_arrival_rate follows it with
+      memory rate_memory_s (by Little's law both estimate the lane's flow) and
+      stands for arrivals past the zone's reach (`arrival_profile` places the
+      moving vehicles themselves in time);
     - service_rate: saturation flow, or 0 where every exit lane is full;
     - downstream_wait_s: the wait a vehicle discharged now meets behind the queues
       of its exit lanes, weighted by downstream_weight;
@@ -214,21 +215,54 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
         downstream_wait_s[lane] = downstream_weight * wait / count / saturation_veh_per_s
 
 
+@jit
+def arrival_profile(vehicles, halting, zone_ptr, zone_lane, zone_weight, zone_start_s, zone_end_s,
+                    arrival_window_s, mean_arrival_rate, profile):
+    """profile[lane, t]: the vehicles expected at the lane's stop line in second t
+    from now. The moving vehicles on each member of its detection zone arrive
+    evenly between the times that member's near and far ends are from the stop
+    line at free flow (zone_start_s, zone_end_s); from the zone's whole reach
+    (arrival_window_s) on, the lane's mean arrival rate."""
+    seconds = profile.shape[1]
+    for lane in range(profile.shape[0]):
+        for t in range(seconds):
+            profile[lane, t] = mean_arrival_rate[lane] if t >= arrival_window_s[lane] else 0.0
+        for k in range(zone_ptr[lane], zone_ptr[lane + 1]):
+            member = zone_lane[k]
+            moving = vehicles[member] - halting[member]
+            if moving <= 0.0:
+                continue
+            start, end = zone_start_s[k], zone_end_s[k]
+            if end - start < 1e-9:   # a member of no length: all at once
+                if start < seconds:
+                    profile[lane, int(start)] += zone_weight[k] * moving
+                continue
+            per_s = zone_weight[k] * moving / (end - start)
+            t = int(start)
+            while t < seconds and t < end:
+                lo = start if start > t else float(t)
+                hi = end if end < t + 1.0 else t + 1.0
+                profile[lane, t] += per_s * (hi - lo)
+                t += 1
+
+
 # A phase's queues count as served when what is left is below this (fluid model rounding).
 EMPTY_QUEUE_VEH = 0.01
 
 
 @jit
-def _arrive(queue, lanes, first, count, time_s, arrival_rate, mean_arrival_rate, arrival_window_s):
+def _arrive(queue, lanes, first, count, time_s, arrival_profile, mean_arrival_rate):
+    """Second time_s's arrivals join the queues: the lane's arrival profile, then its mean rate."""
+    second = int(time_s)
     for i in range(count):
         lane = lanes[first + i]
-        queue[i] += arrival_rate[lane] if time_s < arrival_window_s[lane] else mean_arrival_rate[lane]
+        queue[i] += arrival_profile[lane, second] if second < arrival_profile.shape[1] else mean_arrival_rate[lane]
 
 
 @jit
-def _wait_one_second(queue, lanes, first, count, time_s, arrival_rate, mean_arrival_rate, arrival_window_s):
+def _wait_one_second(queue, lanes, first, count, time_s, arrival_profile, mean_arrival_rate):
     """A second in which nobody is served: arrivals join the queues; returns the vehicle-seconds waited."""
-    _arrive(queue, lanes, first, count, time_s, arrival_rate, mean_arrival_rate, arrival_window_s)
+    _arrive(queue, lanes, first, count, time_s, arrival_profile, mean_arrival_rate)
     waited = 0.0
     for i in range(count):
         waited += queue[i]
@@ -236,7 +270,7 @@ def _wait_one_second(queue, lanes, first, count, time_s, arrival_rate, mean_arri
 
 
 @jit
-def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate, arrival_window_s,
+def _schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_arrival_rate,
                    service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
                    phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
                    max_green_s, horizon_s, queue, second):
@@ -280,8 +314,7 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
             if phase < 0 or most < EMPTY_QUEUE_VEH:   # nothing to serve: a second passes idle
                 phase = -1
                 idled = True
-                cost += _wait_one_second(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate,
-                                         arrival_window_s)
+                cost += _wait_one_second(queue, signal_lane, first, count, t, arrival_profile, mean_arrival_rate)
                 t += 1.0
                 continue
             if served_phases == 1 and not idled:
@@ -293,15 +326,14 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
             lost = lost_s[signal] if needs_clearance[transition_offset[signal] + previous * n_phases + phase] else 0.0
             spent = 0.0
             while spent < lost and t < horizon_s:
-                cost += _wait_one_second(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate,
-                                         arrival_window_s)
+                cost += _wait_one_second(queue, signal_lane, first, count, t, arrival_profile, mean_arrival_rate)
                 spent += 1.0
                 t += 1.0
             green_s = 0.0
             least_s = min_green_s[signal]
         g = phase_ptr[signal] + phase
         while t < horizon_s and cost <= bound:
-            _arrive(queue, signal_lane, first, count, t, arrival_rate, mean_arrival_rate, arrival_window_s)
+            _arrive(queue, signal_lane, first, count, t, arrival_profile, mean_arrival_rate)
             for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
                 i = phase_lane[k]
                 lane = signal_lane[first + i]
@@ -333,7 +365,7 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arr
 
 
 @jit
-def _best_schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate, arrival_window_s,
+def _best_schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_arrival_rate,
                         service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr,
                         phase_lane_ptr, phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s,
                         stage_time_s, min_green_s, max_green_s, horizon_s, queue):
@@ -348,7 +380,7 @@ def _best_schedule_cost(start, current, signal, bound, queued, arrival_rate, mea
         if second == start or second == repeated:
             continue
         cost, greedy_second = _schedule_cost(
-            start, current, signal, min(bound, best), queued, arrival_rate, mean_arrival_rate, arrival_window_s,
+            start, current, signal, min(bound, best), queued, arrival_profile, mean_arrival_rate,
             service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
             phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
             max_green_s, horizon_s, queue, second)
@@ -383,7 +415,7 @@ def _stalled_phase(signal, current, queued, service_rate, time_s, last_discharge
 
 
 @jit
-def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
+def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
                     max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
@@ -395,7 +427,9 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
     Ties go to the lower phase index, as in choose_phases' ranking. signal_lane
     lists each signal's approach lanes (CSR); phase_lane gives, per phase, the positions in
     its signal's list of the lanes it serves, and phase_lane_share the share of
-    saturation flow each discharges at in that phase. queue is scratch (longest list)."""
+    saturation flow each discharges at in that phase. Arrivals follow arrival_profile
+    [lane, second] (`arrival_profile`), then mean_arrival_rate. queue is scratch
+    (longest list)."""
     for signal in range(requested.shape[0]):
         requested[signal] = KEEP
         n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
@@ -413,8 +447,8 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
         # A candidate costing more than it cannot be chosen, so cutting it short changes nothing.
         keep_cost = np.inf
         if not forced:
-            keep_cost = _best_schedule_cost(current, current, signal, np.inf, queued, arrival_rate,
-                                            mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
+            keep_cost = _best_schedule_cost(current, current, signal, np.inf, queued, arrival_profile,
+                                            mean_arrival_rate, service_rate, downstream_wait_s,
                                             blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
                                             phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s,
                                             stage_time_s, min_green_s, max_green_s, horizon_s, queue)
@@ -427,9 +461,8 @@ def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, s
                 cost = keep_cost
             else:
                 bound = min(best_cost, keep_cost + SCORE_TOLERANCE)
-                cost = _best_schedule_cost(start, current, signal, bound, queued, arrival_rate, mean_arrival_rate,
-                                           arrival_window_s, service_rate, downstream_wait_s, blocked,
-                                           signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane,
+                cost = _best_schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_arrival_rate,
+                                           service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane,
                                            phase_lane_share, transition_offset, needs_clearance, lost_s,
                                            stage_time_s, min_green_s, max_green_s, horizon_s, queue)
             if cost < best_cost - SCORE_TOLERANCE:

@@ -11,7 +11,7 @@ import numpy as np
 from .kernels import EMPTY_QUEUE_VEH, KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "lane_schedule_inputs",
-           "schedule_phases", "fixed_time_requests",
+           "arrival_profile", "schedule_phases", "fixed_time_requests",
            "advance_signals", "count_conflicting_greens", "merge_lane_values", "merge_lanes_in_order",
            "stale_signals", "preemption_lead_s",
            "note_discharge", "estimate_loop_queues", "state_codes"]
@@ -87,11 +87,26 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
     downstream_wait_s[:] = downstream_weight * waits / np.maximum(counts, 1) / saturation_veh_per_s
 
 
+def arrival_profile(vehicles, halting, zone_ptr, zone_lane, zone_weight, zone_start_s, zone_end_s,
+                    arrival_window_s, mean_arrival_rate, profile):
+    seconds = np.arange(profile.shape[1])
+    profile[:] = np.where(seconds[None, :] >= arrival_window_s[:, None], mean_arrival_rate[:, None], 0.0)
+    owner = np.repeat(np.arange(len(zone_ptr) - 1), np.diff(zone_ptr))
+    moving = zone_weight * np.maximum(vehicles[zone_lane] - halting[zone_lane], 0.0)
+    # Share of each member's stretch [start, end) that falls in each second; no length: its start second.
+    span = zone_end_s - zone_start_s
+    overlap = np.clip(np.minimum(seconds[None, :] + 1.0, zone_end_s[:, None])
+                      - np.maximum(seconds[None, :], zone_start_s[:, None]), 0.0, None)
+    share = np.where(span[:, None] >= 1e-9, overlap / np.maximum(span, 1e-9)[:, None],
+                     seconds[None, :] == np.floor(zone_start_s)[:, None])
+    np.add.at(profile, owner, moving[:, None] * share)
+
+
 def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_green_s, max_green_s, horizon_s,
                    second):
     """The same fluid schedule as kernels._schedule_cost, over numpy arrays of the
     signal's lanes (no early stop)."""
-    (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked) = inputs
+    (queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s, blocked) = inputs
     (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share, transition_offset,
      needs_clearance, lost_s) = structure
     lanes = signal_lane[signal_lane_ptr[signal]:signal_lane_ptr[signal + 1]]
@@ -105,7 +120,8 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
     clock = {"t": 0.0, "cost": 0.0}
 
     def arrive():
-        queue[:] += np.where(clock["t"] < arrival_window_s[lanes], arrival_rate[lanes], mean_arrival_rate[lanes])
+        second = int(clock["t"])
+        queue[:] += arrival_profile[lanes, second] if second < arrival_profile.shape[1] else mean_arrival_rate[lanes]
 
     def wait_one_second():
         arrive()
@@ -149,11 +165,11 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
     return clock["cost"]
 
 
-def schedule_phases(queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s,
+def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
                     max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
-    inputs = (queued, arrival_rate, mean_arrival_rate, arrival_window_s, service_rate, downstream_wait_s, blocked)
+    inputs = (queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s, blocked)
     structure = (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                  transition_offset, needs_clearance, lost_s)
     stalled_s = time_s - last_discharge_s

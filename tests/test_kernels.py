@@ -350,6 +350,43 @@ def test_lane_schedule_inputs_match_reference_over_many_periods():
     assert (mean_rate > 0).any() and (wait > 0).any() and blocked.any() and not blocked.all()
 
 
+def test_arrival_profile_matches_reference_and_places_vehicles_by_distance():
+    rng = np.random.default_rng(5)
+    net = load_network(GRID10_NET)
+    controller = make_controller("citybrain", net)
+    n = net.n_lanes
+    vehicles = rng.poisson(3.0, n).astype(np.float64)
+    halting = np.minimum(vehicles, rng.poisson(1.0, n))
+    mean_rate = rng.uniform(0, 0.3, n)
+    profiles = []
+    for ops in (kernels, reference):
+        profile = np.full_like(controller.arrival_profile, np.nan)
+        ops.arrival_profile(vehicles, halting, net.zone_ptr, net.zone_lane, net.zone_weight, controller.zone_start_s,
+                            controller.zone_end_s, controller.arrival_window_s, mean_rate, profile)
+        profiles.append(profile)
+    np.testing.assert_allclose(*profiles, rtol=1e-12, atol=1e-12)
+    # Every moving vehicle of a zone is placed once, before its reach; the mean rate after it.
+    profile = profiles[0]
+    within = np.arange(profile.shape[1])[None, :] < controller.arrival_window_s[:, None]
+    moving = np.zeros(n)
+    np.add.at(moving, np.repeat(np.arange(n), np.diff(net.zone_ptr)),
+              net.zone_weight * np.maximum(vehicles - halting, 0)[net.zone_lane])
+    np.testing.assert_allclose(np.where(within, profile, 0.0).sum(axis=1), moving, rtol=1e-9)
+    np.testing.assert_allclose(profile[~within], np.broadcast_to(mean_rate[:, None], profile.shape)[~within])
+    # A vehicle on the upstream member of a zone arrives after one on the lane itself.
+    lane = int(np.flatnonzero(np.diff(net.zone_ptr) >= 2)[0])
+    upstream = net.zone_lane[net.zone_ptr[lane] + 1]
+    arrival_second = {}
+    for member in (lane, upstream):
+        alone = np.zeros(n)
+        alone[member] = 1.0
+        kernels.arrival_profile(alone, np.zeros(n), net.zone_ptr, net.zone_lane, net.zone_weight,
+                                controller.zone_start_s, controller.zone_end_s, controller.arrival_window_s,
+                                np.zeros(n), profile)
+        arrival_second[member] = np.average(np.arange(profile.shape[1]), weights=profile[lane])
+    assert arrival_second[upstream] > arrival_second[lane] + 5.0
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_schedule_phases_matches_reference(seed):
     """The rolling-horizon schedule: same choice per signal as the plain numpy oracle
@@ -360,7 +397,7 @@ def test_schedule_phases_matches_reference(seed):
     n = net.n_lanes
     green, stage, elapsed = signal_states(rng, net, 70)
     queued = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0, 12, n))
-    rate = np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 0.6, n))
+    profile = np.where(rng.random((n, 60)) < 0.5, 0.0, rng.uniform(0, 0.6, (n, 60)))
     mean_rate = rng.uniform(0, 0.3, n)
     service = np.where(rng.random(n) < 0.05, 0.0, 0.5)
     wait = rng.uniform(0, 20, n)
@@ -372,7 +409,7 @@ def test_schedule_phases_matches_reference(seed):
     decisions = []
     for ops in (kernels, reference):
         requested = np.zeros(net.n_signals, dtype=np.int32)
-        ops.schedule_phases(queued, rate, mean_rate, controller.arrival_window_s, service, wait, blocked,
+        ops.schedule_phases(queued, profile, mean_rate, service, wait, blocked,
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
                             controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
@@ -384,7 +421,7 @@ def test_schedule_phases_matches_reference(seed):
     assert (decisions[0][~deciding] == kernels.KEEP).all()
     # With no lane stalled, the schedule alone decides: some signals change their choice.
     unstalled = np.zeros(net.n_signals, dtype=np.int32)
-    kernels.schedule_phases(queued, rate, mean_rate, controller.arrival_window_s, service, wait, blocked,
+    kernels.schedule_phases(queued, profile, mean_rate, service, wait, blocked,
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
                             controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
