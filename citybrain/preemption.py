@@ -88,7 +88,7 @@ class _Track:
     entered_s: dict[tuple[int, int], float] = field(default_factory=dict)   # (from edge, to edge) -> entry time
     released: set[tuple[int, int]] = field(default_factory=set)             # timed out: not requested again
     suspended: dict[tuple[int, int], float] = field(default_factory=dict)   # stalled: not requested until then
-    lane_phase: dict[tuple[int, int], bool] = field(default_factory=dict)   # turn's phase chosen at entry
+    lane_phase: dict[tuple[int, int], bool] = field(default_factory=dict)   # asks for the lane phase (set at entry)
     moved_s: float = -np.inf                # when the vehicle was last seen making progress
     speed_ratio: float = 1.0                # fastest seen speed / limit, at least 1
 
