@@ -52,6 +52,12 @@ class ControllerConfig:
     # the opposing flow: this share of saturation flow (HCM's permissive adjustment is
     # about a half at moderate opposing flow).
     permissive_share: float = 0.5
+    # A lane shared by several turns, in a phase that holds one of them at red, flows only
+    # until a vehicle bound for that turn reaches its head. With two turns equally used,
+    # one vehicle goes first on average (p / (1 - p) at p = 1/2): this share of saturation
+    # flow gives about one vehicle in a 7 s minimum green. Such a lane does not hold the
+    # phase green in the schedule where another phase greens all its turns.
+    split_lane_share: float = 0.3
     # Start-up lost time of a newly green queue (HCM), added to each switch's yellow and all-red.
     start_up_lost_s: float = 2.0
     # A lane's mean arrival rate, used past what its detection zone shows, follows

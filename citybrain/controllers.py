@@ -80,7 +80,9 @@ class CityBrainController:
     vehicles in each detection zone, each lane of the zone's arriving in the seconds
     its stretch is from the stop line (then the lane's recent mean flow),
     discharge at saturation flow while green (half of it for a lane whose links
-    are only permissive in that phase), the net's yellow and all-red plus
+    are only permissive in that phase; `split_lane_share` of it for a lane shared
+    with turns the phase holds at red, whose queue then does not keep the phase
+    green), the net's yellow and all-red plus
     a start-up loss on every switch, then the best phase to follow it (each is
     tried), and after that the phase with the most vehicles left to serve. It
     starts the phase whose schedule leaves the least waiting (vehicle-seconds);
@@ -125,8 +127,8 @@ class CityBrainController:
         order = np.argsort(net.move_in_lane, kind="stable")
         self.lane_out = net.move_out_lane[order].astype(np.int32)
         self.lane_out_ptr = np.searchsorted(net.move_in_lane[order], np.arange(n + 1)).astype(np.int32)
-        (self.signal_lane_ptr, self.signal_lane, self.phase_lane_ptr, self.phase_lane,
-         self.phase_lane_share) = _approach_lanes(net, config.permissive_share)
+        (self.signal_lane_ptr, self.signal_lane, self.phase_lane_ptr, self.phase_lane, self.phase_lane_share,
+         self.phase_lane_holds) = _approach_lanes(net, config.permissive_share, config.split_lane_share)
         self.lost_s = np.ceil(net.yellow_s + net.all_red_s + config.start_up_lost_s)
         self.max_green_s = np.full(net.n_signals, config.max_green_s)
         self.queue = np.zeros(max(int(np.diff(self.signal_lane_ptr).max(initial=0)), 1))
@@ -149,21 +151,24 @@ class CityBrainController:
         k.schedule_phases(
             self.queued, self.arrival_profile, self.mean_arrival_rate, self.service_rate,
             self.downstream_wait_s, self.blocked, self.signal_lane_ptr, self.signal_lane, net.phase_ptr,
-            self.phase_lane_ptr, self.phase_lane, self.phase_lane_share, net.transition_offset, net.needs_clearance,
-            self.lost_s,
+            self.phase_lane_ptr, self.phase_lane, self.phase_lane_share, self.phase_lane_holds, net.transition_offset,
+            net.needs_clearance, self.lost_s,
             signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, self.max_green_s,
             config.horizon_s, frame.time_s, self.last_discharge_s, config.max_stall_s, self.queue, requested)
 
 
-def _approach_lanes(net: Network, permissive_share: float) -> tuple[np.ndarray, ...]:
+def _approach_lanes(net: Network, permissive_share: float, split_lane_share: float) -> tuple[np.ndarray, ...]:
     """CSR by signal of the lanes its phases serve; CSR by phase of the positions,
     in its signal's list, of the lanes that phase serves (from the pressure terms);
-    and per such entry the share of saturation flow the lane discharges at in that
-    phase: 1 where one of its links is protected ('G'), else permissive_share."""
+    per such entry the share of saturation flow the lane discharges at in that
+    phase: 1 where one of its links is protected ('G'), else permissive_share, times
+    split_lane_share where the phase holds another of its links at red; and whether
+    its queue holds that phase green: not where the phase reds one of its links
+    while another phase greens them all."""
     links_of: dict[tuple[int, int], list[int]] = {}   # (signal, in-lane) -> its links
     for signal, lane, link in zip(net.move_signal.tolist(), net.move_in_lane.tolist(), net.move_link.tolist()):
         links_of.setdefault((signal, lane), []).append(link)
-    signal_ptr, signal_lanes, phase_ptr, phase_lanes, shares = [0], [], [0], [], []
+    signal_ptr, signal_lanes, phase_ptr, phase_lanes, shares, holds = [0], [], [0], [], [], []
     for signal in range(net.n_signals):
         phases = range(net.phase_ptr[signal], net.phase_ptr[signal + 1])
         lanes = list(dict.fromkeys(int(net.term_in_lane[k]) for g in phases
@@ -171,15 +176,23 @@ def _approach_lanes(net: Network, permissive_share: float) -> tuple[np.ndarray, 
         position = {lane: i for i, lane in enumerate(lanes)}
         signal_lanes += lanes
         signal_ptr.append(len(signal_lanes))
-        for g in phases:
-            served = sorted({position[int(net.term_in_lane[k])] for k in range(net.term_ptr[g], net.term_ptr[g + 1])})
-            levels = net.phase_green_level[net.phase_link_ptr[g]:net.phase_link_ptr[g + 1]]
+        served_by = [sorted({position[int(net.term_in_lane[k])] for k in range(net.term_ptr[g], net.term_ptr[g + 1])})
+                     for g in phases]
+        link_levels = [[net.phase_green_level[net.phase_link_ptr[g]:net.phase_link_ptr[g + 1]][links_of[signal, lane]]
+                        for lane in lanes] for g in phases]
+        whole = {i for p, served in enumerate(served_by) for i in served if (link_levels[p][i] > 0).all()}
+        for p, served in enumerate(served_by):
             phase_lanes += served
-            shares += [1.0 if (levels[links_of[signal, lanes[i]]] == PROTECTED_GREEN).any() else permissive_share
-                       for i in served]
+            for i in served:
+                levels = link_levels[p][i]
+                split = not (levels > 0).all()
+                shares.append((1.0 if (levels == PROTECTED_GREEN).any() else permissive_share)
+                              * (split_lane_share if split else 1.0))
+                holds.append(not (split and i in whole))
             phase_ptr.append(len(phase_lanes))
     as_i32 = lambda values: np.asarray(values, dtype=np.int32)  # noqa: E731
-    return as_i32(signal_ptr), as_i32(signal_lanes), as_i32(phase_ptr), as_i32(phase_lanes), np.array(shares)
+    return (as_i32(signal_ptr), as_i32(signal_lanes), as_i32(phase_ptr), as_i32(phase_lanes), np.array(shares),
+            np.array(holds, dtype=bool))
 
 
 # network.Network.phase_green_level of a protected green ('G'; 1 is a permissive 'g').

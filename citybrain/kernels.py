@@ -272,12 +272,14 @@ def _wait_one_second(queue, lanes, first, count, time_s, arrival_profile, mean_a
 @jit
 def _schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_arrival_rate,
                    service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
-                   phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
-                   max_green_s, horizon_s, queue, second):
+                   phase_lane, phase_lane_share, phase_lane_holds, transition_offset, needs_clearance, lost_s, stage_time_s,
+                   min_green_s, max_green_s, horizon_s, queue, second):
     """Vehicle-seconds of waiting over horizon_s at one signal if it serves `start`
     now (switching unless start == current), then `second` (if >= 0), then each
     time its queues are empty (or max green is reached) the phase with the most
-    vehicles left to serve. Stops early once the cost exceeds `bound`. Returns the
+    vehicles left to serve. A phase's queues are those of its lanes with
+    phase_lane_holds: a lane it serves only in part (a shared lane with one of its
+    turns at red) does not keep it green. Stops early once the cost exceeds `bound`. Returns the
     cost and, when `second` < 0, the phase the greedy rule started right after
     `start` (-1 if it idled first or never got there)."""
     first = signal_lane_ptr[signal]
@@ -352,6 +354,8 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_
                 for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
                     i = phase_lane[k]
                     lane = signal_lane[first + i]
+                    if not phase_lane_holds[k]:
+                        continue
                     if queue[i] >= EMPTY_QUEUE_VEH and service_rate[lane] > 0.0 and not (continuing and blocked[lane]):
                         served_all = False
                         break
@@ -367,8 +371,8 @@ def _schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_
 @jit
 def _best_schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_arrival_rate,
                         service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr,
-                        phase_lane_ptr, phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s,
-                        stage_time_s, min_green_s, max_green_s, horizon_s, queue):
+                        phase_lane_ptr, phase_lane, phase_lane_share, phase_lane_holds, transition_offset,
+                        needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s, horizon_s, queue):
     """The cheapest `_schedule_cost` of starting `start` now over every choice of the
     phase after it (the greedy continuation, or each other phase): the sequence of
     the next two phases is searched, the rest of the horizon greedy. Costs above
@@ -382,8 +386,8 @@ def _best_schedule_cost(start, current, signal, bound, queued, arrival_profile, 
         cost, greedy_second = _schedule_cost(
             start, current, signal, min(bound, best), queued, arrival_profile, mean_arrival_rate,
             service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
-            phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
-            max_green_s, horizon_s, queue, second)
+            phase_lane, phase_lane_share, phase_lane_holds, transition_offset, needs_clearance, lost_s, stage_time_s,
+            min_green_s, max_green_s, horizon_s, queue, second)
         if second < 0:
             repeated = greedy_second if greedy_second >= 0 else start
         if cost < best:
@@ -417,8 +421,8 @@ def _stalled_phase(signal, current, queued, service_rate, time_s, last_discharge
 @jit
 def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
-                    transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
-                    max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
+                    phase_lane_holds, transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s,
+                    min_green_s, max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
     """Per signal in green past its minimum: the phase to start now that gives the
     least waiting over a rolling horizon (see `_best_schedule_cost`), or KEEP when that
     is the current phase. Past max green the current phase is not a candidate.
@@ -426,8 +430,9 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
     it last shrank or was empty) gets the phase that protects it (`_stalled_phase`).
     Ties go to the lower phase index, as in choose_phases' ranking. signal_lane
     lists each signal's approach lanes (CSR); phase_lane gives, per phase, the positions in
-    its signal's list of the lanes it serves, and phase_lane_share the share of
-    saturation flow each discharges at in that phase. Arrivals follow arrival_profile
+    its signal's list of the lanes it serves, phase_lane_share the share of
+    saturation flow each discharges at in that phase, and phase_lane_holds whether its
+    queue keeps that phase green. Arrivals follow arrival_profile
     [lane, second] (`arrival_profile`), then mean_arrival_rate. queue is scratch
     (longest list)."""
     for signal in range(requested.shape[0]):
@@ -450,8 +455,9 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
             keep_cost = _best_schedule_cost(current, current, signal, np.inf, queued, arrival_profile,
                                             mean_arrival_rate, service_rate, downstream_wait_s,
                                             blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
-                                            phase_lane, phase_lane_share, transition_offset, needs_clearance, lost_s,
-                                            stage_time_s, min_green_s, max_green_s, horizon_s, queue)
+                                            phase_lane, phase_lane_share, phase_lane_holds, transition_offset,
+                                            needs_clearance, lost_s, stage_time_s, min_green_s, max_green_s,
+                                            horizon_s, queue)
         best = -1
         best_cost = np.inf
         for start in range(n_phases):
@@ -463,8 +469,8 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
                 bound = min(best_cost, keep_cost + SCORE_TOLERANCE)
                 cost = _best_schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_arrival_rate,
                                            service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane,
-                                           phase_lane_share, transition_offset, needs_clearance, lost_s,
-                                           stage_time_s, min_green_s, max_green_s, horizon_s, queue)
+                                           phase_lane_share, phase_lane_holds, transition_offset, needs_clearance,
+                                           lost_s, stage_time_s, min_green_s, max_green_s, horizon_s, queue)
             if cost < best_cost - SCORE_TOLERANCE:
                 best, best_cost = start, cost
         if best != current:

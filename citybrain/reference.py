@@ -107,13 +107,15 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
     """The same fluid schedule as kernels._schedule_cost, over numpy arrays of the
     signal's lanes (no early stop)."""
     (queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s, blocked) = inputs
-    (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share, transition_offset,
-     needs_clearance, lost_s) = structure
+    (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share, phase_lane_holds,
+     transition_offset, needs_clearance, lost_s) = structure
     lanes = signal_lane[signal_lane_ptr[signal]:signal_lane_ptr[signal + 1]]
     n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
     served_by = [phase_lane[phase_lane_ptr[g]:phase_lane_ptr[g + 1]]
                  for g in range(phase_ptr[signal], phase_ptr[signal + 1])]
     share_of = [phase_lane_share[phase_lane_ptr[g]:phase_lane_ptr[g + 1]]
+                for g in range(phase_ptr[signal], phase_ptr[signal + 1])]
+    holds_of = [phase_lane_holds[phase_lane_ptr[g]:phase_lane_ptr[g + 1]]
                 for g in range(phase_ptr[signal], phase_ptr[signal + 1])]
     queue = queued[lanes].astype(np.float64)
     can_serve = service_rate[lanes] > 0.0
@@ -150,6 +152,7 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
             green_s, least_s = 0.0, min_green_s[signal]
         mine = served_by[phase]
         rate = np.where(continuing & blocked[lanes[mine]], 0.0, service_rate[lanes[mine]] * share_of[phase])
+        holding = holds_of[phase]
         while clock["t"] < horizon_s:
             arrive()
             served = np.minimum(queue[mine], rate)
@@ -159,7 +162,7 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
             green_s += 1.0
             if green_s >= max_green_s[signal]:
                 break
-            if green_s >= least_s and not ((queue[mine] >= EMPTY_QUEUE_VEH) & (rate > 0.0)).any():
+            if green_s >= least_s and not ((queue[mine] >= EMPTY_QUEUE_VEH) & (rate > 0.0) & holding).any():
                 break
         previous, phase, continuing = phase, -1, False
     return clock["cost"]
@@ -167,11 +170,11 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
 
 def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
-                    transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s, min_green_s,
-                    max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
+                    phase_lane_holds, transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s,
+                    min_green_s, max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
     inputs = (queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s, blocked)
     structure = (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
-                 transition_offset, needs_clearance, lost_s)
+                 phase_lane_holds, transition_offset, needs_clearance, lost_s)
     stalled_s = time_s - last_discharge_s
     requested[:] = KEEP
     for signal in range(len(requested)):

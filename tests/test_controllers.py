@@ -75,3 +75,53 @@ def test_nothing_is_decided_before_the_minimum_green(net):
     controller = make_controller("citybrain", net)
     signals = signals_in_green(net, 0, elapsed_s=1.0)
     assert (decide(controller, net, np.full(net.n_lanes, 5.0), signals) == KEEP).all()
+
+
+def test_a_shared_lane_does_not_hold_the_phase_that_reds_one_of_its_turns(resco):
+    # ingolstadt1's one signal: 104010354_1 carries straight-on and right-turning
+    # vehicles; phase rrrGGGrr greens its right turn only, for the side road
+    # 164051413, whose left turn has no other phase.
+    from citybrain import kernels
+
+    net = load_network(resco / "ingolstadt1" / "ingolstadt1.net.xml")
+    controller = make_controller("citybrain", net)
+    lanes = net.lane_index
+    shared, side_left = lanes["104010354_1"], lanes["164051413_2"]
+    main, side = net.phase_states.index("GGgGrGGG"), net.phase_states.index("rrrGGGrr")
+
+    def entry(phase, lane):
+        k = [k for k in range(controller.phase_lane_ptr[phase], controller.phase_lane_ptr[phase + 1])
+             if controller.signal_lane[controller.phase_lane[k]] == lane]
+        return controller.phase_lane_share[k[0]], controller.phase_lane_holds[k[0]]
+    assert entry(main, shared) == (1.0, True)
+    assert entry(side, shared) == (controller.config.split_lane_share, False)
+    assert entry(side, side_left) == (1.0, True)
+
+    # Main-road green; 11 vehicles queue on the side road's left turn, and vehicles
+    # keep arriving on the main road, faster than the shared lane flows in the side phase.
+    queued, mean_rate = np.zeros(net.n_lanes), np.zeros(net.n_lanes)
+    queued[side_left] = 11.0
+    approach = controller.signal_lane[controller.signal_lane_ptr[0]:controller.signal_lane_ptr[1]]
+    mean_rate[approach] = 0.15
+    mean_rate[shared] = 0.2
+    mean_rate[side_left] = 0.05
+    arrivals = np.repeat(mean_rate[:, None], controller.arrival_profile.shape[1], axis=1)
+
+    def choose(holds):
+        requested = np.zeros(1, dtype=np.int32)
+        signals = signals_in_green(net, main, elapsed_s=20.0)
+        kernels.schedule_phases(
+            queued, arrivals, mean_rate, np.full(net.n_lanes, 0.5),
+            np.zeros(net.n_lanes), np.zeros(net.n_lanes, dtype=bool), controller.signal_lane_ptr,
+            controller.signal_lane, net.phase_ptr, controller.phase_lane_ptr, controller.phase_lane,
+            controller.phase_lane_share, holds, net.transition_offset, net.needs_clearance, controller.lost_s,
+            signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, controller.max_green_s,
+            controller.config.horizon_s, 100.0, np.full(net.n_lanes, 100.0), controller.config.max_stall_s,
+            controller.queue, requested)
+        return requested[0]
+    # The side phase is modelled to end once the side road is served, so it is chosen.
+    # Were it held green by the shared lane's queue, which it cannot clear, it would look
+    # like a phase that never ends, and the main road's two phases would take turns
+    # while the side road waits for the stall rule.
+    assert choose(controller.phase_lane_holds) == side
+    assert choose(np.ones_like(controller.phase_lane_holds)) == net.phase_states.index("GGGrrrrr")

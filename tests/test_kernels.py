@@ -403,6 +403,7 @@ def test_schedule_phases_matches_reference(seed):
     wait = rng.uniform(0, 20, n)
     blocked = rng.random(n) < 0.1
     share = np.where(rng.random(controller.phase_lane.size) < 0.3, 0.5, 1.0)   # some permissive-only lanes
+    holds = rng.random(controller.phase_lane.size) < 0.8   # some lanes that do not keep their phase green
     min_green, max_green = np.full(net.n_signals, 6.0), np.full(net.n_signals, 60.0)
     # Seconds each lane's queue has stood at time 1000 s: a tenth past the 120 s stall limit.
     last_discharge = 1000.0 - np.where(rng.random(n) < 0.1, rng.uniform(120, 200, n), rng.uniform(0, 100, n))
@@ -411,7 +412,7 @@ def test_schedule_phases_matches_reference(seed):
         requested = np.zeros(net.n_signals, dtype=np.int32)
         ops.schedule_phases(queued, profile, mean_rate, service, wait, blocked,
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
-                            controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
+                            controller.phase_lane_ptr, controller.phase_lane, share, holds, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
                             1000.0, last_discharge, 120.0, controller.queue, requested)
         decisions.append(requested)
@@ -423,7 +424,7 @@ def test_schedule_phases_matches_reference(seed):
     unstalled = np.zeros(net.n_signals, dtype=np.int32)
     kernels.schedule_phases(queued, profile, mean_rate, service, wait, blocked,
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
-                            controller.phase_lane_ptr, controller.phase_lane, share, net.transition_offset,
+                            controller.phase_lane_ptr, controller.phase_lane, share, holds, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
                             1000.0, np.full(n, 1000.0), 120.0, controller.queue, unstalled)
     assert (unstalled != decisions[0]).any()
