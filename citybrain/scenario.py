@@ -78,6 +78,18 @@ class Scenario:
                     yield path, element
 
 
+# SUMO reads both; sumo --save-configuration writes <sumoConfiguration> since 1.20.
+_CONFIG_ROOTS = ("configuration", "sumoConfiguration")
+
+
+def _sumo_time_s(raw: str) -> float:
+    """A SUMO time value: seconds, or h:m:s / d:h:m:s (e.g. "15:0:0")."""
+    parts = [float(part) for part in raw.split(":")]
+    if len(parts) not in (1, 3, 4):
+        raise ValueError(raw)
+    return sum(part * unit for part, unit in zip(reversed(parts), (1.0, 60.0, 3600.0, 86400.0)))
+
+
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     if path.is_dir():
@@ -92,7 +104,7 @@ def load_scenario(path: str | Path) -> Scenario:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         raise ScenarioError(f"{path}: not valid XML ({exc})") from exc
-    if root.tag != "configuration":
+    if root.tag not in _CONFIG_ROOTS:
         raise ScenarioError(f"{path}: root element is <{root.tag}>, expected <configuration>")
 
     def value(section: str, key: str) -> str | None:
@@ -118,9 +130,9 @@ def load_scenario(path: str | Path) -> Scenario:
     def seconds(key: str, default: float) -> float:
         raw = value("time", key)
         try:
-            return default if raw is None else float(raw)
+            return default if raw is None else _sumo_time_s(raw)
         except ValueError:
-            raise ScenarioError(f"{path}: <{key} value={raw!r}> is not a number of seconds") from None
+            raise ScenarioError(f"{path}: <{key} value={raw!r}> is not a time (seconds, or h:m:s)") from None
 
     begin, end = seconds("begin", 0.0), seconds("end", 3600.0)
     if end <= begin:

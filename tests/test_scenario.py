@@ -36,6 +36,24 @@ def test_wrong_root(tmp_path):
         load_scenario(cfg)
 
 
+def test_sumo_configuration_root_and_clock_times_are_read(tmp_path):
+    # What sumo --save-configuration writes since SUMO 1.20 (e.g. tools/game/fokr_bs_demo.sumocfg).
+    net = SHORT.parent.parent / "networks" / "grid3x3" / "grid3x3.net.xml"
+    cfg = write_cfg(tmp_path, f'<sumoConfiguration><input><net-file value="{net}"/></input>'
+                              '<time><begin value="15:0:0"/><end value="1:16:0:30"/></time></sumoConfiguration>')
+    scenario = load_scenario(cfg)
+    assert (scenario.begin_s, scenario.end_s) == (15 * 3600.0, 86400.0 + 16 * 3600.0 + 30.0)
+
+
+@pytest.mark.parametrize("begin", ["noon", "1:30", ""])
+def test_a_time_that_is_not_one_is_named(tmp_path, begin):
+    net = SHORT.parent.parent / "networks" / "grid3x3" / "grid3x3.net.xml"
+    cfg = write_cfg(tmp_path, f'<configuration><input><net-file value="{net}"/></input>'
+                              f'<time><begin value="{begin}"/></time></configuration>')
+    with pytest.raises(ScenarioError, match="is not a time"):
+        load_scenario(cfg)
+
+
 def test_end_before_begin(tmp_path):
     net = SHORT.parent.parent / "networks" / "grid3x3" / "grid3x3.net.xml"
     cfg = write_cfg(tmp_path, f'<configuration><input><net-file value="{net}"/></input>'
