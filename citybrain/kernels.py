@@ -29,9 +29,12 @@ __all__ = [
     "STAGE_GREEN",
     "STAGE_YELLOW",
     "STAGE_ALL_RED",
+    "STAGE_CROSSING",
 ]
 
-STAGE_GREEN, STAGE_YELLOW, STAGE_ALL_RED = 0, 1, 2
+# A signal's stage: green, then on a change crossing clearance (only where the change ends
+# a crossing's green and the net's program has one), yellow, all-red, green again.
+STAGE_GREEN, STAGE_YELLOW, STAGE_ALL_RED, STAGE_CROSSING = 0, 1, 2, 3
 KEEP = -1
 # Pressures are sums of (weighted) vehicle counts: differences below this are rounding.
 SCORE_TOLERANCE = 1e-9
@@ -496,31 +499,43 @@ def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, st
 
 
 @jit
-def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, yellow_s, all_red_s,
-                    min_green_s, green_phase, next_phase, stage, stage_time_s, changed):
+def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, ends_crossing,
+                    crossing_clearance_s, yellow_s, all_red_s, min_green_s, green_phase, next_phase, stage,
+                    stage_time_s, changed):
     """Advance every signal's stage machine by dt_s (the safety layer's core).
 
-    green -> yellow -> all-red -> green. A request is honoured only in green after
-    the minimum green; clearance is served in full (a yellow of 2.5 s lasts 3 steps
-    of 1 s, never 2). A change that takes no link out of green skips clearance.
+    green -> [crossing clearance] -> yellow -> all-red -> green. A request is
+    honoured only in green after the minimum green; clearance is served in full (a
+    yellow of 2.5 s lasts 3 steps of 1 s, never 2). A change that ends a crossing's
+    green first shows the ending crossings red for crossing_clearance_s while the
+    vehicle greens go on. A change that takes no link out of green skips clearance.
     changed[i] is set when the displayed state of signal i changes this step.
     """
     for signal in range(stage.shape[0]):
         stage_time_s[signal] += dt_s
         changed[signal] = False
         s = stage[signal]
+        n = phase_ptr[signal + 1] - phase_ptr[signal]
         if s == STAGE_GREEN:
             target = requested[signal]
             if target < 0 or target == green_phase[signal] or stage_time_s[signal] < min_green_s[signal]:
                 continue
-            n = phase_ptr[signal + 1] - phase_ptr[signal]
             if target >= n:
                 continue
             next_phase[signal] = target
-            if needs_clearance[transition_offset[signal] + green_phase[signal] * n + target]:
+            transition = transition_offset[signal] + green_phase[signal] * n + target
+            if ends_crossing[transition] and crossing_clearance_s[signal] > 0.0:
+                stage[signal] = STAGE_CROSSING
+            elif needs_clearance[transition]:
                 stage[signal] = STAGE_YELLOW
             else:
                 green_phase[signal] = target
+            stage_time_s[signal] = 0.0
+            changed[signal] = True
+        elif s == STAGE_CROSSING:
+            if stage_time_s[signal] < crossing_clearance_s[signal]:
+                continue
+            stage[signal] = STAGE_YELLOW   # a crossing left green: the change needs clearance
             stage_time_s[signal] = 0.0
             changed[signal] = True
         elif s == STAGE_YELLOW:
@@ -632,13 +647,13 @@ def stale_signals(lane_seen_s, now_s, stale_after_s, signal_lane_ptr, signal_lan
 
 @jit
 def preemption_lead_s(req_signal, req_phase, req_lane_ptr, req_lane, halting, phase_ptr, transition_offset,
-                      needs_clearance, yellow_s, all_red_s, green_phase, next_phase, stage, stage_time_s,
-                      entry_min_green_s, queue_start_s, queue_headway_s, out):
+                      needs_clearance, ends_crossing, crossing_clearance_s, yellow_s, all_red_s, green_phase,
+                      next_phase, stage, stage_time_s, entry_min_green_s, queue_start_s, queue_headway_s, out):
     """How long before an emergency vehicle arrives its request r (phase req_phase[r]
     at signal req_signal[r]) must begin: the time until that phase can show green
     from the signal's present stage (minimum green cut to entry_min_green_s, then
-    yellow and all-red in full; a clearance under way towards another phase is
-    finished first), plus the discharge of the longest standing queue on the
+    crossing clearance, yellow and all-red in full; a clearance under way towards
+    another phase is finished first), plus the discharge of the longest standing queue on the
     request's approach lanes req_lane[req_lane_ptr[r]:req_lane_ptr[r + 1]].
     Where the phase is green already, the time it would take to come back had
     the signal just left it: holding it from then on is what keeps it."""
@@ -648,24 +663,31 @@ def preemption_lead_s(req_signal, req_phase, req_lane_ptr, req_lane, halting, ph
         n = phase_ptr[signal + 1] - phase_ptr[signal]
         base = transition_offset[signal]
         clearance = yellow_s[signal] + all_red_s[signal]
+        crossing = crossing_clearance_s[signal]
         elapsed = stage_time_s[signal]
         wait = 0.0
         if stage[signal] == STAGE_GREEN:
             current = green_phase[signal]
             if current == target:
-                wait = 2.0 * clearance + entry_min_green_s
+                wait = 2.0 * (clearance + crossing) + entry_min_green_s
             else:
                 wait = max(entry_min_green_s - elapsed, 0.0)
+                if ends_crossing[base + current * n + target]:
+                    wait += crossing
                 if needs_clearance[base + current * n + target]:
                     wait += clearance
         else:
-            if stage[signal] == STAGE_YELLOW:
+            if stage[signal] == STAGE_CROSSING:
+                wait = max(crossing - elapsed, 0.0) + clearance
+            elif stage[signal] == STAGE_YELLOW:
                 wait = max(yellow_s[signal] - elapsed, 0.0) + all_red_s[signal]
             else:
                 wait = max(all_red_s[signal] - elapsed, 0.0)
             coming = next_phase[signal]
             if coming != target:
                 wait += entry_min_green_s
+                if ends_crossing[base + coming * n + target]:
+                    wait += crossing
                 if needs_clearance[base + coming * n + target]:
                     wait += clearance
         queue = 0.0

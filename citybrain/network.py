@@ -26,7 +26,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from .kernels import STAGE_GREEN, STAGE_YELLOW
+from .kernels import STAGE_CROSSING, STAGE_GREEN, STAGE_YELLOW
 from .sumo_home import ensure_sumo_home
 
 __all__ = ["Network", "NetworkError", "load_network", "load_geometry", "COMPILED_FORMAT"]
@@ -93,6 +93,12 @@ class Network:
     # out of green (or from protected to permissive) and so needs clearance.
     transition_offset: np.ndarray      # int64 [signals + 1]
     needs_clearance: np.ndarray        # bool
+    # Pedestrian clearance: where the net's program ends a walk before the vehicles'
+    # yellow (crossings red, vehicle greens on; netconvert gives 5 s), a transition that
+    # takes a crossing out of green (ends_crossing, flattened as needs_clearance) first
+    # shows that for crossing_clearance_s (`_pedestrian_clearance`; 0: no such stage).
+    crossing_clearance_s: np.ndarray   # float64 [signals]
+    ends_crossing: np.ndarray          # bool
 
     # Detection zones: zone of lane l sums lane counts zone_lane[k] * zone_weight[k]
     # for k in zone_ptr[l]:zone_ptr[l+1].
@@ -166,17 +172,25 @@ class Network:
 
     def signal_state(self, signal: int, stage: int, phase: int, next_phase: int) -> str:
         """The SUMO state string for a signal showing `phase` (local index), or the
-        yellow / all-red clearance from `phase` towards `next_phase`."""
+        crossing / yellow / all-red clearance from `phase` towards `next_phase`."""
         first = int(self.phase_ptr[signal])
         current = self.phase_states[first + phase]
         if stage == STAGE_GREEN:
             return current
         target = self.phase_states[first + next_phase]
+        # Where the walk has its own clearance, an ending crossing is red from its start on.
+        walk_cleared = set()
+        if self.crossing_clearance_s[signal] > 0.0:
+            vehicle = set(self.move_link[self.move_signal == signal].tolist())
+            walk_cleared = {k for k in range(len(current)) if k not in vehicle}
         chars = []
-        for now, then in zip(current, target):
+        for k, (now, then) in enumerate(zip(current, target)):
             losing = _GREEN_LEVEL.get(now, 0) > _GREEN_LEVEL.get(then, 0)
-            if now in _GREEN_LEVEL and losing:
-                chars.append("y" if stage == STAGE_YELLOW else "r")
+            ends = now in _GREEN_LEVEL and then not in _GREEN_LEVEL
+            if stage == STAGE_CROSSING:
+                chars.append("r" if k in walk_cleared and ends else now)
+            elif now in _GREEN_LEVEL and losing:
+                chars.append("r" if stage != STAGE_YELLOW or (k in walk_cleared and ends) else "y")
             elif now in _GREEN_LEVEL:
                 chars.append(now)
             else:
@@ -232,12 +246,12 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
             lanes.append(lane)
         return lane_index[key]
 
-    signal_ids, programs, n_links_list, yellow, all_red = [], [], [], [], []
+    signal_ids, programs, n_links_list, yellow, all_red, crossing_clearance = [], [], [], [], [], []
     phase_ptr, phase_states, phase_green_s, phase_levels, phase_link_ptr = [0], [], [], [], [0]
     move_signal, move_link, move_in, move_out = [], [], [], []
     term_ptr, term_in, term_out, term_w = [0], [], [], []
     conflict_offset, conflict_blocks = [0], []
-    transition_offset, transition_blocks = [0], []
+    transition_offset, transition_blocks, crossing_blocks = [0], [], []
 
     for tls in signals:
         tid = tls.getID()
@@ -264,6 +278,8 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         n_links_list.append(n_links)
         yellow.append(_clearance(states, "yellow"))
         all_red.append(_clearance(states, "all_red"))
+        vehicle_links = {link for _, _, link in connections}
+        crossing_clearance.append(_pedestrian_clearance(states, vehicle_links))
 
         for in_lane, out_lane, link in connections:
             move_signal.append(signal)
@@ -293,6 +309,10 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         conflict_offset.append(conflict_offset[-1] + n_links * n_links)
         clearance = np.array([[bool(np.any(a > b)) for b in levels] for a in levels], dtype=bool)
         transition_blocks.append(clearance.ravel())
+        crossing = np.array([link not in vehicle_links for link in range(n_links)])
+        ends_crossing = np.array([[bool(np.any((a > 0) & (b == 0) & crossing)) for b in levels] for a in levels],
+                                 dtype=bool)
+        crossing_blocks.append(ends_crossing.ravel())
         transition_offset.append(transition_offset[-1] + len(levels) ** 2)
 
     if not signal_ids:
@@ -343,6 +363,8 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         conflict=np.concatenate(conflict_blocks),
         transition_offset=np.asarray(transition_offset, dtype=np.int64),
         needs_clearance=np.concatenate(transition_blocks),
+        crossing_clearance_s=np.array(crossing_clearance, dtype=np.float64),
+        ends_crossing=np.concatenate(crossing_blocks),
         zone_ptr=i32(zone_ptr),
         zone_lane=i32(zone_lane),
         zone_weight=np.array(zone_w, dtype=np.float64),
@@ -402,6 +424,30 @@ def _clearance(states: list[tuple[str, float, float, float]], kind: str) -> floa
         return max(durations) if durations else _DEFAULT_YELLOW_S
     durations = [d for s, d, _, _ in states if s and all(ch in "rs" for ch in s)]
     return max(durations) if durations else 0.0
+
+
+def _pedestrian_clearance(states: list[tuple[str, float, float, float]], vehicle_links: set[int]) -> float:
+    """Seconds the program shows its crossings red while the vehicle greens go on,
+    before their yellow (netconvert's default: 5 s): the time a pedestrian who stepped
+    out at the end of the walk has to clear the crossing before the vehicles' clearance
+    begins. The longest such interval; 0 where there is none."""
+    n = len(states)
+    crossing_links = [k for k in range(len(states[0][0])) if k not in vehicle_links] if n else []
+    vehicle = sorted(vehicle_links)
+    longest = 0.0
+    for i, (state, _, _, _) in enumerate(states):
+        before = states[i - 1][0]
+        if "y" in state or not any(before[k] in "Gg" and state[k] not in "Gg" for k in crossing_links):
+            continue
+        held, j = 0.0, i
+        while j < i + n and "y" not in states[j % n][0]:
+            if any(states[j % n][0][k] != before[k] for k in vehicle):
+                held = 0.0   # the vehicle phase changed: not a clearance before its yellow
+                break
+            held += states[j % n][1]
+            j += 1
+        longest = max(longest, held)
+    return longest
 
 
 def _conflicts(tls, connections, n_links: int) -> np.ndarray:

@@ -182,7 +182,8 @@ class Preemption:
         margin_s = self.config.margin_s + self.timing.control_period_s
         # Within this of its lead time, a switch to another phase would add a whole
         # detour (that phase's green, then clearance) to a request's lead.
-        detour_s = self.timing.preemption_min_green_s + self.network.yellow_s + self.network.all_red_s
+        detour_s = (self.timing.preemption_min_green_s + self.network.crossing_clearance_s + self.network.yellow_s
+                    + self.network.all_red_s)
         due = [c.key in c.track.entered_s or c.arrival_s <= lead_s + margin_s
                for c, lead_s in zip(candidates, lead.tolist())]
         near = [c.arrival_s <= lead_s + margin_s + detour_s[c.turn.signal]
@@ -356,7 +357,8 @@ class Preemption:
         self.kernels.preemption_lead_s(
             np.array([t.signal for t in turns], dtype=np.int32), np.array([c.phase for c in candidates], dtype=np.int32),
             lane_ptr, np.concatenate([t.lanes for t in turns]), frame.halting, net.phase_ptr,
-            net.transition_offset, net.needs_clearance, net.yellow_s, net.all_red_s, signals.green_phase,
+            net.transition_offset, net.needs_clearance, net.ends_crossing, net.crossing_clearance_s, net.yellow_s,
+            net.all_red_s, signals.green_phase,
             signals.next_phase, signals.stage, signals.stage_time_s, self.timing.preemption_min_green_s,
             config.queue_start_s, config.queue_headway_s, lead)
         return lead

@@ -145,7 +145,7 @@ class StateReport:
     mode: str
     phase: np.ndarray          # int16: green phase shown, or being cleared from
     next_phase: np.ndarray     # int16: phase being cleared towards (meaningful in yellow/all-red)
-    stage: np.ndarray          # uint8: 0 green, 1 yellow, 2 all-red
+    stage: np.ndarray          # uint8: 0 green, 1 yellow, 2 all-red, 3 crossing clearance
     stage_time_s: np.ndarray   # float64: time in the current stage
     rejected: tuple[tuple[int, str], ...]
 

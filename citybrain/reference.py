@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import EMPTY_QUEUE_VEH, KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_GREEN, STAGE_YELLOW
+from .kernels import EMPTY_QUEUE_VEH, KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_CROSSING, STAGE_GREEN, STAGE_YELLOW
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "lane_schedule_inputs",
            "arrival_profile", "schedule_phases", "fixed_time_requests",
@@ -214,15 +214,19 @@ def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, st
     requested[active] = np.where(due, (green_phase + 1) % n_phases, KEEP)[active]
 
 
-def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, yellow_s, all_red_s,
-                    min_green_s, green_phase, next_phase, stage, stage_time_s, changed):
+def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, ends_crossing,
+                    crossing_clearance_s, yellow_s, all_red_s, min_green_s, green_phase, next_phase, stage,
+                    stage_time_s, changed):
     stage_time_s += dt_s
     n_phases = np.diff(phase_ptr)
     in_green = stage == STAGE_GREEN
     wants = in_green & (requested >= 0) & (requested != green_phase) & (stage_time_s >= min_green_s) \
         & (requested < n_phases)
     target = np.where(wants, requested, 0)
-    clearance = needs_clearance[transition_offset[:-1] + green_phase * n_phases + target] & wants
+    transition = transition_offset[:-1] + green_phase * n_phases + target
+    clearance = needs_clearance[transition] & wants
+    crossing = ends_crossing[transition] & wants & (crossing_clearance_s > 0)
+    crossing_done = (stage == STAGE_CROSSING) & (stage_time_s >= crossing_clearance_s)
     yellow_done = (stage == STAGE_YELLOW) & (stage_time_s >= yellow_s)
     all_red_done = (stage == STAGE_ALL_RED) & (stage_time_s >= all_red_s)
     to_all_red = yellow_done & (all_red_s > 0)
@@ -232,10 +236,12 @@ def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearan
     direct = wants & ~clearance
     green_phase[direct] = target[direct]
     stage[wants & clearance] = STAGE_YELLOW
+    stage[crossing] = STAGE_CROSSING
+    stage[crossing_done] = STAGE_YELLOW
     stage[to_all_red] = STAGE_ALL_RED
     stage[to_green] = STAGE_GREEN
     green_phase[to_green] = next_phase[to_green]
-    changed[:] = wants | to_all_red | to_green
+    changed[:] = wants | crossing_done | to_all_red | to_green
     stage_time_s[changed] = 0.0
 
 
@@ -283,24 +289,27 @@ def stale_signals(lane_seen_s, now_s, stale_after_s, signal_lane_ptr, signal_lan
 
 
 def preemption_lead_s(req_signal, req_phase, req_lane_ptr, req_lane, halting, phase_ptr, transition_offset,
-                      needs_clearance, yellow_s, all_red_s, green_phase, next_phase, stage, stage_time_s,
-                      entry_min_green_s, queue_start_s, queue_headway_s, out):
+                      needs_clearance, ends_crossing, crossing_clearance_s, yellow_s, all_red_s, green_phase,
+                      next_phase, stage, stage_time_s, entry_min_green_s, queue_start_s, queue_headway_s, out):
     n = (phase_ptr[req_signal + 1] - phase_ptr[req_signal]).astype(np.int64)
     base = transition_offset[req_signal]
     clearance = yellow_s[req_signal] + all_red_s[req_signal]
+    crossing = crossing_clearance_s[req_signal]
     elapsed = stage_time_s[req_signal]
     current, coming, now = green_phase[req_signal], next_phase[req_signal], stage[req_signal]
 
+    def change(a):   # clearance of going from phase a to the request's phase
+        return (clearance * needs_clearance[base + a * n + req_phase]
+                + crossing * ends_crossing[base + a * n + req_phase])
+
     in_green = now == STAGE_GREEN
-    from_green = np.where(current != req_phase,
-                          np.maximum(entry_min_green_s - elapsed, 0.0)
-                          + clearance * needs_clearance[base + current * n + req_phase],
-                          2.0 * clearance + entry_min_green_s)
-    clearing = np.where(now == STAGE_YELLOW,
-                        np.maximum(yellow_s[req_signal] - elapsed, 0.0) + all_red_s[req_signal],
-                        np.maximum(all_red_s[req_signal] - elapsed, 0.0))
-    then = np.where(coming != req_phase,
-                    entry_min_green_s + clearance * needs_clearance[base + coming * n + req_phase], 0.0)
+    from_green = np.where(current != req_phase, np.maximum(entry_min_green_s - elapsed, 0.0) + change(current),
+                          2.0 * (clearance + crossing) + entry_min_green_s)
+    clearing = np.select([now == STAGE_CROSSING, now == STAGE_YELLOW],
+                         [np.maximum(crossing - elapsed, 0.0) + clearance,
+                          np.maximum(yellow_s[req_signal] - elapsed, 0.0) + all_red_s[req_signal]],
+                         np.maximum(all_red_s[req_signal] - elapsed, 0.0))
+    then = np.where(coming != req_phase, entry_min_green_s + change(coming), 0.0)
     wait = np.where(in_green, from_green, clearing + then)
 
     queue = np.zeros(len(req_signal))

@@ -27,9 +27,11 @@ from .network import Network
 
 __all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport", "CommandGuard"]
 
+N_STAGES = 4   # kernels.STAGE_GREEN, _YELLOW, _ALL_RED, _CROSSING
+
 
 class SafetyLayer:
-    """Stage machine of every signal: green -> yellow -> all-red -> green."""
+    """Stage machine of every signal: green -> [crossing clearance] -> yellow -> all-red -> green."""
 
     def __init__(self, network: Network, timing: SignalTiming, kernels: ModuleType = compiled_kernels):
         self.network = network
@@ -45,7 +47,7 @@ class SafetyLayer:
         self.stage_time_s = np.zeros(n, dtype=np.float64)
         self.changed = np.zeros(n, dtype=bool)
         self._n_phases = np.diff(network.phase_ptr).astype(np.int64)
-        sizes = 3 * self._n_phases * self._n_phases       # stages x phase x next phase
+        sizes = N_STAGES * self._n_phases * self._n_phases       # stages x phase x next phase
         self._state_base = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
         self._state_table: list[str | None] = [None] * int(sizes.sum())
         self._codes = np.zeros(n, dtype=np.int64)
@@ -62,8 +64,8 @@ class SafetyLayer:
             np.copyto(min_green_s, self.min_green_s)
             np.copyto(min_green_s, self._preempt_min_green_s, where=preempting)
         self.kernels.advance_signals(
-            requested, self.dt_s, net.phase_ptr, net.transition_offset, net.needs_clearance,
-            net.yellow_s, net.all_red_s, min_green_s,
+            requested, self.dt_s, net.phase_ptr, net.transition_offset, net.needs_clearance, net.ends_crossing,
+            net.crossing_clearance_s, net.yellow_s, net.all_red_s, min_green_s,
             self.green_phase, self.next_phase, self.stage, self.stage_time_s, self.changed,
         )
         return self.changed
@@ -75,7 +77,7 @@ class SafetyLayer:
         there, so clearance in progress is completed, never cut."""
         n_phases = np.diff(self.network.phase_ptr)[signals]
         valid = ((phase >= 0) & (phase < n_phases) & (next_phase >= 0) & (next_phase < n_phases)
-                 & (stage <= 2) & np.isfinite(stage_time_s) & (stage_time_s >= 0))
+                 & (stage >= 0) & (stage < N_STAGES) & np.isfinite(stage_time_s) & (stage_time_s >= 0))
         signals = signals[valid]
         self.green_phase[signals] = phase[valid]
         self.next_phase[signals] = next_phase[valid]

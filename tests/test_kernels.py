@@ -91,6 +91,9 @@ def test_advance_signals_matches_reference_over_many_steps():
     yellow = rng.choice([2.0, 2.5, 3.0, 4.0], n)
     all_red = rng.choice([0.0, 0.0, 1.0, 2.0], n)
     min_g = np.full(n, 5.0)
+    # The grid has no crossings: mark some changes as ending one, at some signals with a walk clearance.
+    ends_crossing = net.needs_clearance & (rng.random(net.needs_clearance.size) < 0.5)
+    crossing_s = rng.choice([0.0, 5.0, 2.5], n)
     states = []
     for _ in range(2):
         states.append(dict(green=np.zeros(n, np.int32), nxt=np.zeros(n, np.int32),
@@ -101,11 +104,12 @@ def test_advance_signals_matches_reference_over_many_steps():
         requested = np.where(rng.random(n) < 0.3, rng.integers(0, 100, n) % n_phases, -1).astype(np.int32)
         for impl, s in zip((kernels, reference), states):
             impl.advance_signals(requested, 1.0, net.phase_ptr, net.transition_offset, net.needs_clearance,
-                                 yellow, all_red, min_g, s["green"], s["nxt"], s["stage"], s["t"], s["changed"])
+                                 ends_crossing, crossing_s, yellow, all_red, min_g, s["green"], s["nxt"], s["stage"],
+                                 s["t"], s["changed"])
         for key in states[0]:
             np.testing.assert_array_equal(states[0][key], states[1][key], err_msg=key)
         stages_seen |= set(states[0]["stage"].tolist())
-    assert stages_seen == {kernels.STAGE_GREEN, kernels.STAGE_YELLOW, kernels.STAGE_ALL_RED}
+    assert stages_seen == {kernels.STAGE_GREEN, kernels.STAGE_YELLOW, kernels.STAGE_ALL_RED, kernels.STAGE_CROSSING}
 
 
 def test_count_conflicting_greens_matches_reference():
@@ -231,6 +235,9 @@ def test_preemption_lead_matches_reference(seed):
     yellow = rng.choice([2.0, 3.0, 4.0], n)
     all_red = rng.choice([0.0, 1.0, 2.0], n)
     green, stage, elapsed = signal_states(rng, net, 8)
+    stage[rng.random(n) < 0.2] = kernels.STAGE_CROSSING
+    ends_crossing = net.needs_clearance & (rng.random(net.needs_clearance.size) < 0.5)
+    crossing_s = rng.choice([0.0, 5.0], n)
     coming = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
     n_req = 300
     signal = rng.integers(0, n, n_req).astype(np.int32)
@@ -240,7 +247,8 @@ def test_preemption_lead_matches_reference(seed):
     fast, slow = np.zeros(n_req), np.zeros(n_req)
     for impl, out in ((kernels, fast), (reference, slow)):
         impl.preemption_lead_s(signal, phase, lane_ptr, lanes, halting, net.phase_ptr, net.transition_offset,
-                               net.needs_clearance, yellow, all_red, green, coming, stage, elapsed,
+                               net.needs_clearance, ends_crossing, crossing_s, yellow, all_red, green, coming,
+                               stage, elapsed,
                                2.0, 2.0, 2.0, out)
     np.testing.assert_allclose(fast, slow, rtol=1e-12)
     assert len(set(fast.tolist())) > 10

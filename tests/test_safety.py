@@ -10,6 +10,7 @@ from citybrain.network import load_network
 from citybrain.run import simulate
 from citybrain.safety import SafetyLayer, SafetyMonitor
 from citybrain.scenario import load_scenario
+from citybrain.sumo_home import sumo_tool
 from citybrain.sumo_adapter import SumoOptions, SumoSimulation
 
 from .conftest import GRID10_NET, SHORT
@@ -170,3 +171,30 @@ def test_engine_commands_change_only_on_transitions():
             sim.advance(1)
     sim.cleanup()
     assert changes > 0
+
+
+def test_a_crossing_gets_the_nets_walk_clearance_before_the_vehicles_yellow():
+    # Berlin's 945141768 (SUMO's tools/game/DRT): GGrr 42 s, yyrr 3 s, rrGG 37 s, then
+    # rrGr 5 s (the crossing, link 3, red while vehicle link 2 keeps its green), rryr 3 s.
+    net = load_network(sumo_tool("game/DRT/osm.net.xml"))
+    signal = net.signal_ids.index("945141768")
+    first = int(net.phase_ptr[signal])
+    assert net.phase_states[first:first + 2] == ("GGrr", "rrGG")
+    assert net.crossing_clearance_s[signal] == 5.0 and net.yellow_s[signal] == 3.0
+    assert load_network(GRID10_NET).crossing_clearance_s.max() == 0.0   # no crossings there
+
+    layer = SafetyLayer(net, SignalTiming(min_green_s=5))
+    ask = np.full(net.n_signals, -1, np.int32)
+    shown = []
+    for want in [1] * 20 + [0] * 20:
+        ask[signal] = want
+        layer.advance(ask)
+        shown.append(layer.state_strings(np.array([signal]))[0])
+    # To rrGG: no crossing ends, so the vehicles' yellow comes at once (no all-red in this net).
+    to_second = shown[:20]
+    assert to_second.count("yyrr") == 3 and "rrGr" not in to_second and to_second[-1] == "rrGG"
+    # Back to GGrr: the crossing goes red 5 s before the vehicles' yellow, as in the net's program.
+    back = shown[20:]
+    start = back.index("rrGr")
+    assert back[start:start + 5] == ["rrGr"] * 5
+    assert back[start + 5:start + 8] == ["rryr"] * 3 and back[start + 8] == "GGrr"
