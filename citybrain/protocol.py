@@ -57,7 +57,7 @@ REJECT_REASONS = (
     "rate_limited",     # sender exceeded its message rate
 )
 
-STAGES = ("green", "yellow", "all_red")
+STAGES = ("green", "yellow", "all_red", "crossing")   # kernels.STAGE_* order
 
 
 class ProtocolError(ValueError):

@@ -115,7 +115,8 @@ function drawMap() {
       ctx.strokeStyle = STAGE_COLOURS[stage];
       ctx.beginPath();
       for (let s = 0; s < live.phase.length; s++) {
-        if (live.stage[s] !== stage) continue;
+        // Walk clearance (stage 3): the crossings are red, the vehicle greens go on.
+        if ((live.stage[s] === 3 ? 0 : live.stage[s]) !== stage) continue;
         for (const edge of net.approaches[s][live.phase[s]] || []) tracePath(ctx, net.edges[edge], 0.6);
       }
       ctx.stroke();
@@ -262,7 +263,7 @@ map.addEventListener("mousemove", (event) => {
   const s = nearestSignal(event.clientX - rect.left, event.clientY - rect.top);
   const tip = $("tooltip");
   if (s < 0 || !view.live || !view.live.phase.length) { tip.hidden = true; return; }
-  const stage = ["green", "yellow", "all-red"][view.live.stage[s]];
+  const stage = ["green", "yellow", "all-red", "walk clearance"][view.live.stage[s]];
   const health = view.live.stale.includes(s) ? "stale detectors: fixed-time fallback" : "live";
   const preempt = view.live.serving[s] ? `\npreempted for ${view.live.serving[s]}` : "";
   tip.textContent = `${view.net.signal_ids[s]}\nphase ${view.live.phase[s]}, ${stage}\n${health}${preempt}`;
