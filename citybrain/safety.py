@@ -108,11 +108,15 @@ class SafetyReport:
     missing_yellow: int = 0              # a link went from green straight to red
     short_yellow: int = 0                # a link's yellow was shorter than its signal's yellow_s
     short_green: int = 0                 # a link's green ended before min_green_s
+    # A vehicle link turned green sooner after a crossing's walk ended than the net's
+    # program's walk clearance, where it has one.
+    short_walk_clearance: int = 0
     by_signal: dict[str, int] = field(default_factory=dict)
 
     @property
     def violations(self) -> int:
-        return self.conflicting_green_steps + self.missing_yellow + self.short_yellow + self.short_green
+        return (self.conflicting_green_steps + self.missing_yellow + self.short_yellow + self.short_green
+                + self.short_walk_clearance)
 
     def as_dict(self) -> dict:
         return {
@@ -120,6 +124,7 @@ class SafetyReport:
             "missing_yellow": self.missing_yellow,
             "short_yellow": self.short_yellow,
             "short_green": self.short_green,
+            "short_walk_clearance": self.short_walk_clearance,
         }
 
 
@@ -143,6 +148,14 @@ class SafetyMonitor:
         # crossings go from green to red with no yellow by design.
         self.vehicle_link = np.zeros(n_links, dtype=bool)
         self.vehicle_link[self.link_offset[network.move_signal] + network.move_link] = True
+        # Where the program has a walk clearance, after a crossing's walk ends no vehicle
+        # link of that signal may turn green before it has passed (the nets' own programs
+        # give more on most changes: the walk clearance, then yellow and all-red; after an
+        # all-pedestrian phase, only their all-red).
+        walked = network.crossing_clearance_s > 0.0
+        self.walk_link = ~self.vehicle_link & walked[owner]
+        self.walk_clear_s = network.crossing_clearance_s
+        self.since_walk_s = np.full(network.n_signals, np.inf)
         self.green_run_s = np.zeros(n_links)
         self.yellow_run_s = np.zeros(n_links)
         self.was_green = np.zeros(n_links, dtype=bool)
@@ -178,10 +191,16 @@ class SafetyMonitor:
         if preempting is not None and preempting.any():
             min_green_s = np.where(preempting[self.owner], self.preemption_min_green_s, self.min_green_s)
         short_green = ended_green & self.seen_green_start & (self.green_run_s < min_green_s - 1e-6)
+        walk_ended = self.was_green & ~green & self.walk_link
+        self.since_walk_s += self.dt_s
+        self.since_walk_s[self.owner[walk_ended]] = 0.0
+        new_green = green & ~self.was_green & self.vehicle_link
+        short_walk = new_green & (self.since_walk_s[self.owner] < self.walk_clear_s[self.owner] - 1e-6)
+        report.short_walk_clearance += int(short_walk.sum())
         report.missing_yellow += int(missing.sum())
         report.short_yellow += int(short_yellow.sum())
         report.short_green += int(short_green.sum())
-        self._blame_links(missing | short_yellow | short_green)
+        self._blame_links(missing | short_yellow | short_green | short_walk)
 
         self.seen_green_start = np.where(green & ~self.was_green, True, self.seen_green_start & green)
         self.green_run_s = np.where(green, self.green_run_s + self.dt_s, 0.0)

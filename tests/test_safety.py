@@ -198,3 +198,21 @@ def test_a_crossing_gets_the_nets_walk_clearance_before_the_vehicles_yellow():
     start = back.index("rrGr")
     assert back[start:start + 5] == ["rrGr"] * 5
     assert back[start + 5:start + 8] == ["rryr"] * 3 and back[start + 8] == "GGrr"
+
+
+def test_monitor_counts_a_walk_clearance_cut_short():
+    net = load_network(sumo_tool("game/DRT/osm.net.xml"))
+    signal = net.signal_ids.index("945141768")   # program: ... rrGG, rrGr 5 s, rryr 3 s, GGrr
+
+    def shown(sequence):
+        monitor = SafetyMonitor(net, min_green_s=5, dt_s=1)
+        for state in sequence:
+            states = [net.phase_states[net.phase_ptr[i]] for i in range(net.n_signals)]
+            states[signal] = state
+            monitor.observe(states)
+        return monitor.report
+    as_programmed = shown(["rrGG"] * 10 + ["rrGr"] * 5 + ["rryr"] * 3 + ["GGrr"] * 3)
+    assert as_programmed.violations == 0
+    # The walk ends with the vehicles' yellow: links 0 and 1 turn green 3 s after it, not 5.
+    cut = shown(["rrGG"] * 10 + ["rryy"] * 3 + ["GGrr"] * 3)
+    assert cut.short_walk_clearance == 2 and cut.violations == 2
