@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench networks berlin emergency sumo-1.9 clean
+.PHONY: setup demo test bench networks berlin rilsa emergency sumo-1.9 clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,13 @@ networks: $(STAMP)
 berlin: $(STAMP)
 	$(PY) networks/generate.py berlin
 	$(VENV)/bin/citybrain compare scenarios/berlin --json results/berlin.json
+
+# Four real intersections from Germany's RiLSA guideline that SUMO ships, with their own
+# fixed-time plans and counted flows: networks none of our work was tuned on.
+rilsa: $(STAMP)
+	$(PY) networks/generate.py rilsa
+	$(VENV)/bin/citybrain bench scenarios --scenario scenarios/rilsa1 --scenario scenarios/rilsa2 \
+		--scenario scenarios/rilsa3 --scenario scenarios/rilsa4 --seeds 42,43,44 --out results/bench-rilsa
 
 # The SUMO that RESCO's published figures come from (1.9.0/1.9.1 tested by RESCO; 1.9.2 on PyPI),
 # beside ours: `citybrain bench scenarios --sumo-home results/sumo-1.9.2/sumo ...` runs it through TraCI.

@@ -174,15 +174,48 @@ def build_berlin(root: Path, trips_per_hour: int = 1500, seed: int = 42) -> Path
     return cfg
 
 
+RILSA_EXAMPLES = (1, 2, 3, 4)
+
+
+def build_rilsa(root: Path, example: int) -> Path:
+    """One of the four real intersections SUMO ships from Germany's signal guideline
+    RiLSA (tools/sumolib/scenario/scenarios/RealWorld/RiLSA_exampleN): its net, the
+    guideline's own fixed-time program (run by `fixed`) and an hour of its counted
+    flows, which SUMO's makeRoutes.py there writes. Net and program stay in the
+    installed wheel, named by absolute path, so the scenario is built per machine
+    (scenarios/rilsaN is not committed)."""
+    source = Path(sumo_tool(f"sumolib/scenario/scenarios/RealWorld/RiLSA_example{example}"))
+    folder = root / "scenarios" / f"rilsa{example}"
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, str(source / "makeRoutes.py")], cwd=folder, check=True,
+                   stdout=subprocess.DEVNULL)
+    cfg = folder / f"rilsa{example}.sumocfg"
+    cfg.write_text(
+        "<configuration>\n"
+        "    <input>\n"
+        f'        <net-file value="{source / f"rilsa{example}.net.xml"}"/>\n'
+        f'        <route-files value="{source / "vtypes.add.xml"},flows.rou.xml"/>\n'
+        f'        <additional-files value="{source / f"rilsa{example}_tls.add.xml"}"/>\n'
+        "    </input>\n"
+        '    <time><begin value="0"/><end value="3600"/></time>\n'
+        "</configuration>\n"
+    )
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", choices=[[], *SCENARIOS, *EMERGENCY, "berlin"],
-                        help="scenarios to build (default: the committed ones; berlin only when named)")
+    parser.add_argument("names", nargs="*", choices=[[], *SCENARIOS, *EMERGENCY, "berlin", "rilsa"],
+                        help="scenarios to build (default: the committed ones; berlin and rilsa only when named)")
     parser.add_argument("--out", type=Path, default=ROOT, help="root to write networks/ and scenarios/ under")
     args = parser.parse_args(argv)
     for name in args.names or [*SCENARIOS, *EMERGENCY]:
         if name == "berlin":
             print(f"berlin: {build_berlin(args.out)}")
+            continue
+        if name == "rilsa":
+            for example in RILSA_EXAMPLES:
+                print(f"rilsa{example}: {build_rilsa(args.out, example)}")
             continue
         if name in EMERGENCY:
             spec = EMERGENCY[name]

@@ -23,3 +23,16 @@ def test_berlin_scenario_builds_and_runs(tmp_path):
     assert result["signals"] == 15
     assert result["throughput_veh"] > 0
     assert result["safety_violations"] == 0, result["safety"]
+
+
+def test_rilsa_scenarios_build_and_run(tmp_path):
+    """SUMO's four RiLSA intersections: the guideline's fixed plan as an additional program."""
+    from citybrain.run import RunOptions, simulate
+
+    subprocess.run([sys.executable, str(ROOT / "networks" / "generate.py"), "rilsa", "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    for example in (1, 2, 3, 4):
+        result = simulate(tmp_path / "scenarios" / f"rilsa{example}", "citybrain", RunOptions(end_s=300))
+        assert result["signals"] == 1
+        assert result["throughput_veh"] > 0
+        assert result["safety_violations"] == 0, result["safety"]
