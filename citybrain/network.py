@@ -141,6 +141,14 @@ class Network:
         return np.concatenate(([0], np.cumsum(self.signal_n_links))).astype(np.int64)
 
     @cached_property
+    def vehicle_link(self) -> np.ndarray:
+        """Per link in the flat array of all signals' links: True where a vehicle
+        connection goes through it (the others are crossings, or unused)."""
+        mask = np.zeros(int(self.signal_n_links.sum()), dtype=bool)
+        mask[self.link_offset[self.move_signal] + self.move_link] = True
+        return mask
+
+    @cached_property
     def edge_index(self) -> dict[str, int]:
         return {edge: i for i, edge in enumerate(self.edge_ids)}
 
@@ -181,8 +189,8 @@ class Network:
         # Where the walk has its own clearance, an ending crossing is red from its start on.
         walk_cleared = set()
         if self.crossing_clearance_s[signal] > 0.0:
-            vehicle = set(self.move_link[self.move_signal == signal].tolist())
-            walk_cleared = {k for k in range(len(current)) if k not in vehicle}
+            start = int(self.link_offset[signal])
+            walk_cleared = {k for k in range(len(current)) if not self.vehicle_link[start + k]}
         chars = []
         for k, (now, then) in enumerate(zip(current, target)):
             losing = _GREEN_LEVEL.get(now, 0) > _GREEN_LEVEL.get(then, 0)

@@ -146,8 +146,7 @@ class SafetyMonitor:
         self.link_yellow_s = network.yellow_s[owner]
         # Clearance and minimum green are judged on vehicle links only: pedestrian
         # crossings go from green to red with no yellow by design.
-        self.vehicle_link = np.zeros(n_links, dtype=bool)
-        self.vehicle_link[self.link_offset[network.move_signal] + network.move_link] = True
+        self.vehicle_link = network.vehicle_link
         # Where the program has a walk clearance, after a crossing's walk ends no vehicle
         # link of that signal may turn green before it has passed (the nets' own programs
         # give more on most changes: the walk clearance, then yellow and all-red; after an
@@ -224,8 +223,7 @@ class CommandGuard:
         self.network = network
         self.link_offset = network.link_offset
         n_links = int(self.link_offset[-1])
-        self.vehicle_link = np.zeros(n_links, dtype=bool)
-        self.vehicle_link[self.link_offset[network.move_signal] + network.move_link] = True
+        self.vehicle_link = network.vehicle_link
         self.shown = [""] * network.n_signals
         self.yellow_since_s = np.zeros(n_links)
 
