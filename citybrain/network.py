@@ -287,7 +287,8 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         yellow.append(_clearance(states, "yellow"))
         all_red.append(_clearance(states, "all_red"))
         vehicle_links = {link for _, _, link in connections}
-        crossing_clearance.append(_pedestrian_clearance(states, vehicle_links))
+        crossing = np.array([link not in vehicle_links for link in range(n_links)])
+        crossing_clearance.append(_pedestrian_clearance(states, crossing))
 
         for in_lane, out_lane, link in connections:
             move_signal.append(signal)
@@ -317,7 +318,6 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         conflict_offset.append(conflict_offset[-1] + n_links * n_links)
         clearance = np.array([[bool(np.any(a > b)) for b in levels] for a in levels], dtype=bool)
         transition_blocks.append(clearance.ravel())
-        crossing = np.array([link not in vehicle_links for link in range(n_links)])
         ends_crossing = np.array([[bool(np.any((a > 0) & (b == 0) & crossing)) for b in levels] for a in levels],
                                  dtype=bool)
         crossing_blocks.append(ends_crossing.ravel())
@@ -434,14 +434,15 @@ def _clearance(states: list[tuple[str, float, float, float]], kind: str) -> floa
     return max(durations) if durations else 0.0
 
 
-def _pedestrian_clearance(states: list[tuple[str, float, float, float]], vehicle_links: set[int]) -> float:
+def _pedestrian_clearance(states: list[tuple[str, float, float, float]], crossing: np.ndarray) -> float:
     """Seconds the program shows its crossings red while the vehicle greens go on,
     before their yellow (netconvert's default: 5 s): the time a pedestrian who stepped
     out at the end of the walk has to clear the crossing before the vehicles' clearance
-    begins. The longest such interval; 0 where there is none."""
+    begins. The longest such interval; 0 where there is none. `crossing`: per link,
+    whether no vehicle connection goes through it."""
     n = len(states)
-    crossing_links = [k for k in range(len(states[0][0])) if k not in vehicle_links] if n else []
-    vehicle = sorted(vehicle_links)
+    crossing_links = np.flatnonzero(crossing).tolist()
+    vehicle = np.flatnonzero(~crossing).tolist()
     longest = 0.0
     for i, (state, _, _, _) in enumerate(states):
         before = states[i - 1][0]
