@@ -63,9 +63,10 @@ class ControllerConfig:
     # A lane's mean arrival rate, used past what its detection zone shows, follows
     # the zone's current flow with this memory.
     rate_memory_s: float = 60.0
-    # A vehicle sent into a standing queue waits about that queue's discharge time
-    # at a quarter of saturation flow (a movement green a quarter of the time).
-    downstream_weight: float = 4.0
+    # A vehicle sent into a standing queue waits at least that queue's discharge time
+    # at saturation flow; the cost counts that much. A weight of 4 (a movement green a
+    # quarter of the time) starved lanes feeding queues (docs/controller.md, session 10).
+    downstream_weight: float = 1.0
     # A lane is full when its halted vehicles fill this share of its length at jam
     # spacing (queued cars stop short of the lane's ends).
     exit_full_share: float = 0.85
