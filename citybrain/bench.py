@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,9 @@ def cached_network(n_signals: int, cache: Path = DEFAULT_CACHE) -> tuple[Path, N
     pickled = net_file.with_suffix(f".network-v{COMPILED_FORMAT}.pickle")
     if pickled.exists() and pickled.stat().st_mtime >= net_file.stat().st_mtime:
         with open(pickled, "rb") as stream:
-            return net_file, pickle.load(stream)
+            network = pickle.load(stream)
+        if {f.name for f in fields(Network)} <= vars(network).keys():   # none missing
+            return net_file, network
     network = load_network(net_file)
     with open(pickled, "wb") as stream:
         pickle.dump(network, stream, protocol=pickle.HIGHEST_PROTOCOL)

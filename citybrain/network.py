@@ -31,8 +31,9 @@ from .sumo_home import ensure_sumo_home
 
 __all__ = ["Network", "NetworkError", "load_network", "load_geometry", "COMPILED_FORMAT"]
 
-# Bumped whenever `Network` gains or changes a field, so pickled copies are rebuilt.
-COMPILED_FORMAT = 4
+# Bumped whenever a `Network` field changes meaning, so pickled copies are rebuilt
+# (a copy that lacks one of its fields is rebuilt anyway: bench.cached_network).
+COMPILED_FORMAT = 5
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}

@@ -62,3 +62,18 @@ def test_bench_emergency(tmp_path):
     assert runs["on"]["ev_count"] == 2 and runs["off"]["ev_count"] == 2
     assert runs["on"]["not_green"] < runs["off"]["not_green"]
     assert "| grid3x3-ev |" in stdout and (out / "emergency.md").exists()
+
+
+def test_a_cached_network_missing_a_field_is_rebuilt(tmp_path):
+    """A network pickled by an older citybrain (here: one field short) is compiled again."""
+    import pickle
+
+    from citybrain.bench import cached_network
+
+    net_file, network = cached_network(4, tmp_path)
+    pickled = next(tmp_path.glob("grid4*.pickle"))
+    stale = pickle.loads(pickled.read_bytes())
+    del stale.__dict__["ends_crossing"]
+    pickled.write_bytes(pickle.dumps(stale))
+    _, again = cached_network(4, tmp_path)
+    assert (again.ends_crossing == network.ends_crossing).all()
