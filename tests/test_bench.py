@@ -1,7 +1,10 @@
 """Every `citybrain bench` subcommand at a tiny size, so none of them rots."""
 import json
+import pickle
 
 import pytest
+
+from citybrain.bench import cached_network
 
 from .conftest import SHORT
 from .test_cli import citybrain
@@ -66,11 +69,7 @@ def test_bench_emergency(tmp_path):
 
 def test_a_cached_network_missing_a_field_is_rebuilt(tmp_path):
     """A network pickled by an older citybrain (here: one field short) is compiled again."""
-    import pickle
-
-    from citybrain.bench import cached_network
-
-    net_file, network = cached_network(4, tmp_path)
+    _, network = cached_network(4, tmp_path)
     pickled = next(tmp_path.glob("grid4*.pickle"))
     stale = pickle.loads(pickled.read_bytes())
     del stale.__dict__["ends_crossing"]
