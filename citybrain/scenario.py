@@ -105,7 +105,8 @@ def load_scenario(path: str | Path) -> Scenario:
     except ET.ParseError as exc:
         raise ScenarioError(f"{path}: not valid XML ({exc})") from exc
     if root.tag not in _CONFIG_ROOTS:
-        raise ScenarioError(f"{path}: root element is <{root.tag}>, expected <configuration>")
+        expected = " or ".join(f"<{tag}>" for tag in _CONFIG_ROOTS)
+        raise ScenarioError(f"{path}: root element is <{root.tag}>, expected {expected}")
 
     def value(section: str, key: str) -> str | None:
         node = root.find(f"{section}/{key}")
