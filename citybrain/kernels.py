@@ -275,8 +275,8 @@ def _wait_one_second(queue, lanes, first, count, time_s, arrival_profile, mean_a
 @jit
 def _schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_arrival_rate,
                    service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr,
-                   phase_lane, phase_lane_share, phase_lane_holds, transition_offset, needs_clearance, lost_s, stage_time_s,
-                   min_green_s, max_green_s, horizon_s, queue, second):
+                   phase_lane, phase_lane_share, phase_lane_holds, transition_offset, needs_clearance, lost_s,
+                   stage_time_s, min_green_s, max_green_s, horizon_s, queue, second):
     """Vehicle-seconds of waiting over horizon_s at one signal if it serves `start`
     now (switching unless start == current), then `second` (if >= 0), then each
     time its queues are empty (or max green is reached) the phase with the most
@@ -471,9 +471,10 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
             else:
                 bound = min(best_cost, keep_cost + SCORE_TOLERANCE)
                 cost = _best_schedule_cost(start, current, signal, bound, queued, arrival_profile, mean_arrival_rate,
-                                           service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane,
-                                           phase_lane_share, phase_lane_holds, transition_offset, needs_clearance,
-                                           lost_s, stage_time_s, min_green_s, max_green_s, horizon_s, queue)
+                                           service_rate, downstream_wait_s, blocked, signal_lane_ptr, signal_lane,
+                                           phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share, phase_lane_holds,
+                                           transition_offset, needs_clearance, lost_s, stage_time_s, min_green_s,
+                                           max_green_s, horizon_s, queue)
             if cost < best_cost - SCORE_TOLERANCE:
                 best, best_cost = start, cost
         if best != current:
