@@ -22,12 +22,12 @@ import numpy as np
 
 from .config import SignalTiming
 from . import kernels as compiled_kernels
-from .kernels import STAGE_GREEN, count_conflicting_greens
+from .kernels import STAGE_CROSSING, STAGE_GREEN, count_conflicting_greens
 from .network import Network
 
 __all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport", "CommandGuard"]
 
-N_STAGES = 4   # kernels.STAGE_GREEN, _YELLOW, _ALL_RED, _CROSSING
+N_STAGES = STAGE_CROSSING + 1   # kernels.STAGE_* are 0..STAGE_CROSSING
 
 
 class SafetyLayer:
