@@ -78,7 +78,8 @@ class CityBrainController:
     approach lanes for the next `horizon_s` with a fluid queue model, once per
     phase it could start now: queues from the detectors, arrivals from the moving
     vehicles in each detection zone, each lane of the zone's arriving in the seconds
-    its stretch is from the stop line (then the lane's recent mean flow),
+    its stretch is from the stop line (then the lane's recent mean flow, held while
+    an entry lane of the network is full and its traffic waits outside, unseen),
     discharge at saturation flow while green (half of it for a lane whose links
     are only permissive in that phase; `split_lane_share` of it for a lane shared
     with turns the phase holds at red, whose queue then does not keep the phase
