@@ -78,8 +78,7 @@ class CityBrainController:
     approach lanes for the next `horizon_s` with a fluid queue model, once per
     phase it could start now: queues from the detectors, arrivals from the moving
     vehicles in each detection zone, each lane of the zone's arriving in the seconds
-    its stretch is from the stop line (then the lane's recent mean flow, held while
-    an entry lane of the network is full and its traffic waits outside, unseen),
+    its stretch is from the stop line (then the lane's recent mean flow),
     discharge at saturation flow while green (half of it for a lane whose links
     are only permissive in that phase; `split_lane_share` of it for a lane shared
     with turns the phase holds at red, whose queue then does not keep the phase
@@ -125,8 +124,6 @@ class CityBrainController:
         self.zone_end_s = (net.zone_offset_m + net.lane_length_m[net.zone_lane]) / member_speed_mps
         self.arrival_profile = np.zeros((n, int(np.ceil(config.horizon_s))))
         self.exit_storage_veh = config.exit_full_share * np.maximum(net.lane_length_m / config.jam_spacing_m, 1.0)
-        # A full entry lane of the network leaves its traffic waiting outside, unseen (kernels.lane_schedule_inputs).
-        self.entry_storage_veh = np.where(net.lane_is_entry, self.exit_storage_veh, np.inf)
         order = np.argsort(net.move_in_lane, kind="stable")
         self.lane_out = net.move_out_lane[order].astype(np.int32)
         self.lane_out_ptr = np.searchsorted(net.move_in_lane[order], np.arange(n + 1)).astype(np.int32)
@@ -145,8 +142,7 @@ class CityBrainController:
         k.lane_schedule_inputs(
             frame.halting, frame.vehicles, frame.time_s, net.zone_ptr, net.zone_lane, net.zone_weight,
             self.arrival_window_s, config.rate_memory_s, config.saturation_veh_per_s, self.lane_out_ptr,
-            self.lane_out, self.exit_storage_veh, self.entry_storage_veh, config.downstream_weight,
-            config.blocked_after_s,
+            self.lane_out, self.exit_storage_veh, config.downstream_weight, config.blocked_after_s,
             self.previous_halting, self.last_discharge_s, self.queued, self.approaching,
             self.arrival_rate, self.mean_arrival_rate, self.service_rate, self.downstream_wait_s, self.blocked)
         k.arrival_profile(

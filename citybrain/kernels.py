@@ -168,9 +168,8 @@ def decide_pressure(halting, zone_ptr, zone_lane, zone_weight, term_ptr, term_in
 @jit
 def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_weight, arrival_window_s,
                          rate_memory_s, saturation_veh_per_s, lane_out_ptr, lane_out, exit_storage_veh,
-                         entry_storage_veh, downstream_weight, blocked_after_s, previous_halting, last_discharge_s,
-                         queued, approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s,
-                         blocked):
+                         downstream_weight, blocked_after_s, previous_halting, last_discharge_s, queued,
+                         approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s, blocked):
     """Per lane, what `schedule_phases` simulates (every array indexed by lane):
 
     - queued: halted vehicles in the lane's detection zone;
@@ -178,9 +177,7 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
       reach the stop line (arrival_window_s); mean_arrival_rate follows it with
       memory rate_memory_s (by Little's law both estimate the lane's flow) and
       stands for arrivals past the zone's reach (`arrival_profile` places the
-      moving vehicles themselves in time). While an entry lane of the network
-      holds entry_storage_veh halted vehicles (inf for other lanes), the traffic
-      that would enter waits outside, unseen: its mean rate may rise but not fall;
+      moving vehicles themselves in time);
     - service_rate: saturation flow, or 0 where every exit lane is full;
     - downstream_wait_s: the wait a vehicle discharged now meets behind the queues
       of its exit lanes, weighted by downstream_weight;
@@ -202,8 +199,7 @@ def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_we
         moving = moving if moving > 0.0 else 0.0
         rate = moving / arrival_window_s[lane]
         arrival_rate[lane] = rate
-        if rate > mean_arrival_rate[lane] or halting[lane] < entry_storage_veh[lane]:
-            mean_arrival_rate[lane] += (rate - mean_arrival_rate[lane]) / rate_memory_s
+        mean_arrival_rate[lane] += (rate - mean_arrival_rate[lane]) / rate_memory_s
         blocked[lane] = time_s - last_discharge_s[lane] >= blocked_after_s
         count = lane_out_ptr[lane + 1] - lane_out_ptr[lane]
         service_rate[lane] = saturation_veh_per_s

@@ -33,7 +33,7 @@ __all__ = ["Network", "NetworkError", "load_network", "load_geometry", "COMPILED
 
 # Bumped whenever a `Network` field changes meaning, so pickled copies are rebuilt
 # (a copy that lacks one of its fields is rebuilt anyway: bench.cached_network).
-COMPILED_FORMAT = 6
+COMPILED_FORMAT = 5
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -110,8 +110,6 @@ class Network:
     # to the near end of member zone_lane[k]: 0 for l itself.
     zone_offset_m: np.ndarray          # float64
     zone_parent: np.ndarray            # [k]: the member it was reached from (a flat index), -1 for l itself
-    # Lanes no other lane feeds, but for U-turns: traffic enters the network there.
-    lane_is_entry: np.ndarray          # bool [lanes]
 
     # Roads. Lane l lies on edge lane_edge[l]; SUMO names lane k of edge e "e_k".
     edge_ids: tuple[str, ...]
@@ -381,8 +379,6 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         zone_weight=np.array(zone_w, dtype=np.float64),
         zone_offset_m=np.array(zone_offset, dtype=np.float64),
         zone_parent=i32(zone_parent),
-        lane_is_entry=np.array([all(c.getDirection() == "t" for c in lane.getIncomingConnections()) for lane in lanes],
-                               dtype=bool),
         edge_ids=tuple(edge_index),
         edge_length_m=np.array([e.getLength() for e in edges], dtype=np.float64),
         edge_speed_mps=np.array([e.getSpeed() for e in edges], dtype=np.float64),

@@ -71,15 +71,13 @@ def decide_pressure(halting, zone_ptr, zone_lane, zone_weight, term_ptr, term_in
 
 def lane_schedule_inputs(halting, vehicles, time_s, zone_ptr, zone_lane, zone_weight, arrival_window_s,
                          rate_memory_s, saturation_veh_per_s, lane_out_ptr, lane_out, exit_storage_veh,
-                         entry_storage_veh, downstream_weight, blocked_after_s, previous_halting, last_discharge_s,
-                         queued, approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s,
-                         blocked):
+                         downstream_weight, blocked_after_s, previous_halting, last_discharge_s, queued,
+                         approaching, arrival_rate, mean_arrival_rate, service_rate, downstream_wait_s, blocked):
     zone_demand(halting, zone_ptr, zone_lane, zone_weight, queued)
     zone_demand(vehicles, zone_ptr, zone_lane, zone_weight, approaching)
     note_discharge(halting, previous_halting, time_s, last_discharge_s)
     arrival_rate[:] = np.maximum(approaching - queued, 0.0) / arrival_window_s
-    held = (arrival_rate <= mean_arrival_rate) & (halting >= entry_storage_veh)
-    mean_arrival_rate += np.where(held, 0.0, (arrival_rate - mean_arrival_rate) / rate_memory_s)
+    mean_arrival_rate += (arrival_rate - mean_arrival_rate) / rate_memory_s
     blocked[:] = time_s - last_discharge_s >= blocked_after_s
     counts = np.diff(lane_out_ptr)
     owner = np.repeat(np.arange(len(counts)), counts)

@@ -349,40 +349,13 @@ def test_lane_schedule_inputs_match_reference_over_many_periods():
             ops.lane_schedule_inputs(halting, vehicles, float(step), net.zone_ptr, net.zone_lane, net.zone_weight,
                                      controller.arrival_window_s, c.rate_memory_s, c.saturation_veh_per_s,
                                      controller.lane_out_ptr, controller.lane_out, controller.exit_storage_veh,
-                                     controller.entry_storage_veh, c.downstream_weight, c.blocked_after_s, previous, last, queued,
+                                     c.downstream_weight, c.blocked_after_s, previous, last, queued,
                                      approaching, rate, mean_rate, service, wait, blocked)
             outputs.append((previous, last, mean_rate, queued, approaching, rate, service, wait, blocked))
         for fast, slow in zip(*outputs):
             np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
     _, _, mean_rate, queued, _, rate, service, wait, blocked = outputs[0]
     assert (mean_rate > 0).any() and (wait > 0).any() and blocked.any() and not blocked.all()
-
-
-@pytest.mark.parametrize("ops", [kernels, reference])
-def test_a_full_entry_lane_holds_its_mean_arrival_rate(ops):
-    net = load_network(GRID10_NET)
-    controller = make_controller("citybrain", net)
-    c = controller.config
-    n = net.n_lanes
-    entry = int(np.flatnonzero(net.lane_is_entry)[0])
-    inner = net.lane_ids.index("C4C3_1")
-    full = np.zeros(n)
-    full[[entry, inner]] = np.ceil(controller.exit_storage_veh[[entry, inner]])   # halted, nothing moving
-    mean_rate = np.full(n, 0.2)
-    scratch = [np.zeros(n) for _ in range(7)] + [np.zeros(n, dtype=bool)]
-    previous, last, queued, approaching, rate, service, wait, blocked = scratch
-    for step in range(10):
-        ops.lane_schedule_inputs(full, full, float(step), net.zone_ptr, net.zone_lane, net.zone_weight,
-                                 controller.arrival_window_s, c.rate_memory_s, c.saturation_veh_per_s,
-                                 controller.lane_out_ptr, controller.lane_out, controller.exit_storage_veh,
-                                 controller.entry_storage_veh, c.downstream_weight, c.blocked_after_s, previous, last,
-                                 queued, approaching, rate, mean_rate, service, wait, blocked)
-    # The full entry lane's traffic waits outside the net, unseen: its rate is held.
-    assert mean_rate[entry] == 0.2
-    # A full lane inside the net, and an empty entry lane, see no arrivals: their rates decay.
-    assert mean_rate[inner] < 0.2
-    other_entry = int(np.flatnonzero(net.lane_is_entry)[1])
-    assert mean_rate[other_entry] < 0.2
 
 
 def test_arrival_profile_matches_reference_and_places_vehicles_by_distance():

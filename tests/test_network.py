@@ -88,16 +88,6 @@ def test_upstream_zone_reaches_past_the_turn_bay(grid):
     assert {grid.lane_ids[m] for m in members} >= {"C4C3.140.00_1", "C4C3_1"}
 
 
-def test_entry_lanes_are_the_lanes_from_the_fringe(grid):
-    # netgenerate names the fringe's dead-end nodes left0, top3, ...; their U-turns do not feed the
-    # entries. A turn bay splits each entry road at a node named "<edge>.140.00" (not an entry).
-    fringe = ("left", "right", "top", "bottom")
-    entries = {grid.lane_ids[i] for i in np.flatnonzero(grid.lane_is_entry)}
-    from_fringe = {lane for lane in grid.lane_ids if lane.startswith(fringe) and "." not in lane}
-    assert entries and entries == from_fringe
-    assert not grid.lane_is_entry[grid.lane_ids.index("C4C3.140.00_1")]
-
-
 def test_missing_file(tmp_path):
     with pytest.raises(NetworkError, match="not found"):
         load_network(tmp_path / "none.net.xml")
