@@ -42,9 +42,13 @@ class SignalTiming:
 class ControllerConfig:
     """Parameters of the adaptive controllers: one default for every network."""
 
+    # maxpressure: past this the current phase is not kept.
     max_green_s: float = 60.0
+    # citybrain: past this the current phase is not kept while another phase has a
+    # halted vehicle to serve (a conflicting call); with none, the green rests.
+    called_max_green_s: float = 30.0
     # citybrain's rolling horizon (controllers.CityBrainController): the schedule it
-    # compares covers one max green.
+    # compares covers two of its max greens.
     horizon_s: float = 60.0
     # Saturation flow per lane: 1,800 veh/h, one vehicle every 2 s (HCM's base is 1,900 pc/h).
     saturation_veh_per_s: float = 0.5

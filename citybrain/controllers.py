@@ -130,7 +130,7 @@ class CityBrainController:
         (self.signal_lane_ptr, self.signal_lane, self.phase_lane_ptr, self.phase_lane, self.phase_lane_share,
          self.phase_lane_holds) = _approach_lanes(net, config.permissive_share, config.split_lane_share)
         self.lost_s = np.ceil(net.yellow_s + net.all_red_s + config.start_up_lost_s)
-        self.max_green_s = np.full(net.n_signals, config.max_green_s)
+        self.max_green_s = np.full(net.n_signals, config.called_max_green_s)
         self.queue = np.zeros(max(int(np.diff(self.signal_lane_ptr).max(initial=0)), 1))
         self._started = False
 

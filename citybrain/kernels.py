@@ -422,13 +422,41 @@ def _stalled_phase(signal, current, queued, service_rate, time_s, last_discharge
 
 
 @jit
+def _conflicting_call(signal, current, queued, service_rate, signal_lane_ptr, signal_lane, phase_ptr,
+                      phase_lane_ptr, phase_lane):
+    """Whether another phase than `current` could serve a lane that holds a halted
+    vehicle and that `current` does not serve: an actuated controller's conflicting
+    call, without which its max green does not run."""
+    first = signal_lane_ptr[signal]
+    now = phase_ptr[signal] + current
+    for p in range(phase_ptr[signal + 1] - phase_ptr[signal]):
+        if p == current:
+            continue
+        g = phase_ptr[signal] + p
+        for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
+            position = phase_lane[k]
+            lane = signal_lane[first + position]
+            if queued[lane] < 1.0 or service_rate[lane] <= 0.0:
+                continue
+            served_now = False
+            for j in range(phase_lane_ptr[now], phase_lane_ptr[now + 1]):
+                if phase_lane[j] == position:
+                    served_now = True
+                    break
+            if not served_now:
+                return True
+    return False
+
+
+@jit
 def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     phase_lane_holds, transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s,
                     min_green_s, max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
     """Per signal in green past its minimum: the phase to start now that gives the
     least waiting over a rolling horizon (see `_best_schedule_cost`), or KEEP when that
-    is the current phase. Past max green the current phase is not a candidate.
+    is the current phase. Past max green the current phase is not a candidate while
+    another phase has a halted vehicle to serve on a lane it does not (`_conflicting_call`).
     Before that, a lane whose queue has stood for max_stall_s (since last_discharge_s:
     it last shrank or was empty) gets the phase that protects it (`_stalled_phase`).
     Ties go to the lower phase index, as in choose_phases' ranking. signal_lane
@@ -450,7 +478,8 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
         if stalled >= 0:
             requested[signal] = stalled
             continue
-        forced = stage_time_s[signal] >= max_green_s[signal]
+        forced = stage_time_s[signal] >= max_green_s[signal] and _conflicting_call(
+            signal, current, queued, service_rate, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane)
         # Keeping the current phase usually wins: costing it first bounds the others early.
         # A candidate costing more than it cannot be chosen, so cutting it short changes nothing.
         keep_cost = np.inf

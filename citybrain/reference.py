@@ -194,7 +194,12 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
         if np.isfinite(longest).any():
             requested[signal] = int(np.argmax(longest))   # the first phase on a tie, as the kernel
             continue
-        forced = stage_time_s[signal] >= max_green_s[signal]
+        served = [set(phase_lane[phase_lane_ptr[phase_ptr[signal] + p]:phase_lane_ptr[phase_ptr[signal] + p + 1]]
+                      .tolist()) for p in range(n_phases)]
+        calling = (queued[lanes] >= 1.0) & (service_rate[lanes] > 0.0)
+        conflicting_call = any(calling[position] for p in range(n_phases) if p != current
+                               for position in served[p] - served[current])
+        forced = stage_time_s[signal] >= max_green_s[signal] and conflicting_call
         best, best_cost = -1, np.inf
         for start in range(n_phases):   # ties go to the lower index
             if forced and start == current:

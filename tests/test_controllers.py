@@ -62,13 +62,26 @@ def test_a_discharging_green_is_kept_and_a_served_one_ends(net):
     assert decide(make_controller("citybrain", net), net, served, signals)[signal] == 2
 
 
-def test_past_max_green_the_current_phase_is_never_kept(net):
+def test_past_max_green_the_current_phase_is_never_kept_while_another_phase_is_called(net):
     controller = make_controller("citybrain", net)
-    signals = signals_in_green(net, 0, elapsed_s=controller.config.max_green_s)
+    signals = signals_in_green(net, 0, elapsed_s=controller.config.called_max_green_s)
     halting = np.full(net.n_lanes, 5.0)
     requested = decide(controller, net, halting, signals)
     deciding = np.diff(net.phase_ptr) >= 2
     assert (requested[deciding] != KEEP).all() and (requested[deciding] != 0).all()
+
+
+def test_past_max_green_a_green_with_no_conflicting_call_rests(net):
+    # Vehicles wait only on lanes the current phase serves: no other phase is called,
+    # so the max green does not run (as in an actuated controller) and the green stays.
+    controller = make_controller("citybrain", net)
+    signal = int(np.flatnonzero(np.diff(net.phase_ptr) == 4)[0])
+    signals = signals_in_green(net, 0, elapsed_s=controller.config.called_max_green_s + 10.0)
+    halting = np.zeros(net.n_lanes)
+    halting[only_in(controller, signal, 0, 2)] = 5.0
+    assert decide(controller, net, halting, signals)[signal] == KEEP
+    halting[only_in(controller, signal, 2, 0)] = 1.0   # one vehicle calls the crossing street's phase
+    assert decide(make_controller("citybrain", net), net, halting, signals)[signal] != KEEP
 
 
 def test_nothing_is_decided_before_the_minimum_green(net):
@@ -107,6 +120,9 @@ def test_a_shared_lane_does_not_hold_the_phase_that_reds_one_of_its_turns(resco)
     mean_rate[side_left] = 0.05
     arrivals = np.repeat(mean_rate[:, None], controller.arrival_profile.shape[1], axis=1)
 
+    # A long max green, so that a phase held green by a queue it cannot clear runs long in the model.
+    long_max_green_s = np.full(net.n_signals, 60.0)
+
     def choose(holds):
         requested = np.zeros(1, dtype=np.int32)
         signals = signals_in_green(net, main, elapsed_s=20.0)
@@ -115,7 +131,7 @@ def test_a_shared_lane_does_not_hold_the_phase_that_reds_one_of_its_turns(resco)
             np.zeros(net.n_lanes), np.zeros(net.n_lanes, dtype=bool), controller.signal_lane_ptr,
             controller.signal_lane, net.phase_ptr, controller.phase_lane_ptr, controller.phase_lane,
             controller.phase_lane_share, holds, net.transition_offset, net.needs_clearance, controller.lost_s,
-            signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, controller.max_green_s,
+            signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, long_max_green_s,
             controller.config.horizon_s, 100.0, np.full(net.n_lanes, 100.0), controller.config.max_stall_s,
             controller.queue, requested)
         return requested[0]

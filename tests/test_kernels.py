@@ -412,7 +412,8 @@ def test_schedule_phases_matches_reference(seed):
     blocked = rng.random(n) < 0.1
     share = np.where(rng.random(controller.phase_lane.size) < 0.3, 0.5, 1.0)   # some permissive-only lanes
     holds = rng.random(controller.phase_lane.size) < 0.8   # some lanes that do not keep their phase green
-    min_green, max_green = np.full(net.n_signals, 6.0), np.full(net.n_signals, 60.0)
+    # Past max green for a good share of the signals, called or not.
+    min_green, max_green = np.full(net.n_signals, 6.0), np.full(net.n_signals, 30.0)
     # Seconds each lane's queue has stood at time 1000 s: a tenth past the 120 s stall limit.
     last_discharge = 1000.0 - np.where(rng.random(n) < 0.1, rng.uniform(120, 200, n), rng.uniform(0, 100, n))
     decisions = []
