@@ -412,10 +412,23 @@ def test_schedule_phases_matches_reference(seed):
     blocked = rng.random(n) < 0.1
     share = np.where(rng.random(controller.phase_lane.size) < 0.3, 0.5, 1.0)   # some permissive-only lanes
     holds = rng.random(controller.phase_lane.size) < 0.8   # some lanes that do not keep their phase green
-    # Past max green for a good share of the signals, called or not.
+    # Past max green for a good share of the signals.
     min_green, max_green = np.full(net.n_signals, 6.0), np.full(net.n_signals, 30.0)
     # Seconds each lane's queue has stood at time 1000 s: a tenth past the 120 s stall limit.
     last_discharge = 1000.0 - np.where(rng.random(n) < 0.1, rng.uniform(120, 200, n), rng.uniform(0, 100, n))
+    # Every fifth signal: nobody waits but on the lanes its green serves, so no other phase calls.
+    for signal in range(0, net.n_signals, 5):
+        first = controller.signal_lane_ptr[signal]
+        g = net.phase_ptr[signal] + green[signal]
+        served = set(controller.phase_lane[controller.phase_lane_ptr[g]:controller.phase_lane_ptr[g + 1]].tolist())
+        for position in range(controller.signal_lane_ptr[signal + 1] - first):
+            if position not in served:
+                queued[controller.signal_lane[first + position]] = 0.0
+    past_max = [s for s in range(net.n_signals)
+                if stage[s] == kernels.STAGE_GREEN and elapsed[s] >= max_green[s] and net.phase_ptr[s + 1] - net.phase_ptr[s] > 1]
+    calls = {kernels._conflicting_call(s, green[s], queued, service, controller.signal_lane_ptr, controller.signal_lane,
+                                       net.phase_ptr, controller.phase_lane_ptr, controller.phase_lane) for s in past_max}
+    assert calls == {True, False}   # past max green, both called and resting signals are compared
     decisions = []
     for ops in (kernels, reference):
         requested = np.zeros(net.n_signals, dtype=np.int32)
