@@ -15,7 +15,7 @@ from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS
 from .detectors import DETECTOR_MODES
 from .field import CLOCKS, FieldConfig
 from .gateway import GatewayOptions, replay
-from .network import NetworkError, load_network
+from .network import NetworkError, load_network, load_scenario_network
 from .plots import comparison_chart, scenarios_chart
 from .run import DEFAULT_COMPARE, RunOptions, build_report, compare, run_gateway, simulate
 from .scenario import ScenarioError, load_scenario
@@ -107,7 +107,7 @@ def _cmd_simulate(args) -> None:
     options = _options(args)
     scenario = load_scenario(args.scenario)
     begin, end = scenario.window(args.begin, args.end)
-    dashboard = _Dashboard(args, load_network(scenario.net_file), f"{scenario.name} / {args.controller}")
+    dashboard = _Dashboard(args, load_scenario_network(scenario), f"{scenario.name} / {args.controller}")
     update = _progress_bar(f"{scenario.name}/{args.controller}")(end - begin)
     try:
         result = simulate(args.scenario, args.controller, options, update, dashboard.live)
@@ -140,8 +140,7 @@ def _write_plot(report: dict, path: str | None) -> None:
 def _cmd_serve(args) -> None:
     from .server import ServeOptions, serve
     path = Path(args.network)
-    net_file = path if path.name.endswith(".net.xml") else load_scenario(path).net_file
-    network = load_network(net_file)
+    network = load_network(path) if path.name.endswith(".net.xml") else load_scenario_network(load_scenario(path))
     field = FieldConfig(period_s=args.period, clock=args.clock, stale_after_s=args.stale_after,
                         max_message_bytes=int(args.max_message_mb * 2**20), max_messages_per_s=args.max_rate)
     options = ServeOptions(bind=args.bind, controller=args.controller, metrics_address=args.metrics_address,
@@ -180,7 +179,7 @@ def _cmd_gateway(args) -> None:
                              record_path=Path(args.record) if args.record else None)
     scenario = load_scenario(args.scenario)
     begin, end = scenario.window(args.begin, args.end)
-    dashboard = _Dashboard(args, load_network(scenario.net_file), f"{scenario.name} / gateway")
+    dashboard = _Dashboard(args, load_scenario_network(scenario), f"{scenario.name} / gateway")
     update = _progress_bar(f"{scenario.name}/wire")(end - begin)
     try:
         controller, result = run_gateway(args.scenario, options, gateway, update, dashboard.live)

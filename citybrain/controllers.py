@@ -131,6 +131,9 @@ class CityBrainController:
          self.phase_lane_holds) = _approach_lanes(net, config.permissive_share, config.split_lane_share)
         self.lost_s = np.ceil(net.yellow_s + net.all_red_s + config.start_up_lost_s)
         self.max_green_s = np.full(net.n_signals, config.called_max_green_s)
+        self.least_green_s = np.zeros(net.n_signals)
+        self.start_allowed = np.ones(net.n_phases, dtype=bool)
+        self.plan_step = np.zeros(net.n_signals, dtype=np.int32)
         self.queue = np.zeros(max(int(np.diff(self.signal_lane_ptr).max(initial=0)), 1))
         self._started = False
 
@@ -148,13 +151,19 @@ class CityBrainController:
         k.arrival_profile(
             frame.vehicles, frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_start_s,
             self.zone_end_s, self.arrival_window_s, self.mean_arrival_rate, self.arrival_profile)
+        k.cyclic_starts(net.plan_ptr, net.plan_phase, net.plan_min_s, net.plan_max_s, net.keeps_order, net.phase_ptr,
+                        signals.green_phase, signals.stage, config.called_max_green_s, self.plan_step,
+                        self.start_allowed, self.least_green_s, self.max_green_s)
         k.schedule_phases(
             self.queued, self.arrival_profile, self.mean_arrival_rate, self.service_rate,
             self.downstream_wait_s, self.blocked, self.signal_lane_ptr, self.signal_lane, net.phase_ptr,
             self.phase_lane_ptr, self.phase_lane, self.phase_lane_share, self.phase_lane_holds, net.transition_offset,
             net.needs_clearance, self.lost_s,
             signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, self.max_green_s,
-            config.horizon_s, frame.time_s, self.last_discharge_s, config.max_stall_s, self.queue, requested)
+            config.horizon_s, frame.time_s, self.last_discharge_s, config.max_stall_s, self.start_allowed, self.queue,
+            requested)
+        # The program's own minimum green for the step (cyclic order only; 0 elsewhere).
+        requested[signals.stage_time_s < self.least_green_s] = k.KEEP
 
 
 def _approach_lanes(net: Network, permissive_share: float, split_lane_share: float) -> tuple[np.ndarray, ...]:
@@ -200,9 +209,12 @@ PROTECTED_GREEN = 2
 
 
 class FixedTimePlan:
-    """The net's own fixed-time plan, run by our safety layer: each candidate phase
-    in program order for its program duration. The fallback for a signal whose
-    detectors went silent, and the gateway's local plan when the engine is gone."""
+    """The program's own plan, run by our safety layer: its greens in cycle order,
+    each ending where the program's cycle ends it, with the program's own interim
+    phases between them (`kernels.plan_requests`). Started in step with the cycle
+    (`SafetyLayer.start_on_plan`), it shows what SUMO's own run of the program
+    shows. The fallback for a signal whose detectors went silent or that adaptive
+    control hands back, and the gateway's local plan when the engine is gone."""
 
     name = "fixed-plan"
 
@@ -211,24 +223,34 @@ class FixedTimePlan:
         self.period_s = period_s
         self.kernels = kernels
         self.everywhere = np.ones(network.n_signals, dtype=bool)
+        self.step = np.zeros(network.n_signals, dtype=np.int32)
 
     def decide(self, frame: DetectorFrame | None, signals: SignalView, requested: np.ndarray,
                active: np.ndarray | None = None) -> None:
         """Overwrite requested[i] for every signal with active[i] (default: all)."""
-        self.kernels.fixed_time_requests(self.network.phase_ptr, self.network.phase_green_s,
-                            self.everywhere if active is None else active,
-                            signals.green_phase, signals.stage, signals.stage_time_s, self.period_s, requested)
+        net = self.network
+        time_s = 0.0 if frame is None else frame.time_s
+        self.kernels.plan_requests(net.plan_ptr, net.plan_phase, net.plan_end_s, net.plan_green_s,
+                                   net.program_cycle_s, net.program_offset_s,
+                                   self.everywhere if active is None else active, signals.green_phase, signals.stage,
+                                   signals.stage_time_s, time_s, self.period_s, self.step, requested)
 
 
 _ADAPTIVE = {cls.name: cls for cls in (MaxPressureController, CityBrainController)}
-CONTROLLER_NAMES = (*NATIVE_PROGRAMS, *_ADAPTIVE)
+# "plan": the program SUMO would run, run by our engine and safety layer instead
+# (it shows what `fixed` shows, step for step).
+PLAN = "plan"
+CONTROLLER_NAMES = (*NATIVE_PROGRAMS, PLAN, *_ADAPTIVE)
 
 
 def make_controller(name: str, network: Network, config: ControllerConfig | None = None,
-                    kernels: ModuleType = compiled_kernels) -> Controller:
-    """`kernels`: citybrain.kernels (numba, the default) or citybrain.reference (plain numpy, for benchmarks)."""
+                    kernels: ModuleType = compiled_kernels, period_s: float = 1.0) -> Controller:
+    """`kernels`: citybrain.kernels (numba, the default) or citybrain.reference (plain numpy, for benchmarks).
+    `period_s`: the control period (`SignalTiming.control_period_s`)."""
+    if name == PLAN:
+        return FixedTimePlan(network, period_s, kernels)
     try:
         cls = _ADAPTIVE[name]
     except KeyError:
-        raise ValueError(f"unknown adaptive controller {name!r}; choose from {', '.join(_ADAPTIVE)}") from None
+        raise ValueError(f"unknown controller {name!r}; choose from {', '.join((PLAN, *_ADAPTIVE))}") from None
     return cls(network, config or ControllerConfig(), kernels)

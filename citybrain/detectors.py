@@ -144,8 +144,9 @@ def scenario_layout(network: Network, loops: tuple[InductionLoop, ...],
         lane = network.lane_index.get(loop.lane)
         if lane is not None:
             length = float(network.lane_length_m[lane])
+            # Real loops can lie a little past their lane's end; SUMO takes a loop only on the lane.
             placed.append((lane, min(max(loop.position_m + length if loop.position_m < 0 else loop.position_m,
-                                         0.0), length)))
+                                         0.0), max(length - 0.1, 0.0))))
     layout = layout_from_loops(network, placed, config)
     return layout if len(layout.lane) else None
 

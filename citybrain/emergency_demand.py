@@ -16,7 +16,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from .network import Network, load_network
+from .network import Network, load_scenario_network
 from .preemption import signal_turns
 from .scenario import load_scenario
 
@@ -74,7 +74,7 @@ def add_emergency_vehicles(scenario_path: str | Path, out: str | Path, count: in
     scenario's time window (by default 10% to 70%, so each has time to cross
     before the end)."""
     scenario = load_scenario(scenario_path)
-    network = load_network(scenario.net_file)
+    network = load_scenario_network(scenario)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     span = scenario.end_s - scenario.begin_s

@@ -41,7 +41,26 @@ class Engine:
         self.preemption = Preemption(network, self.timing, preemption, kernels) if preemption.enabled else None
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
         self.preempting = np.zeros(network.n_signals, dtype=bool)   # stays all False without preemption
+        # Signals that run the program's plan whatever their detectors say (`observe_lanes`).
+        self.on_plan = np.zeros(network.n_signals, dtype=bool)
+        self._plan_now = np.zeros(network.n_signals, dtype=bool)
         self._started = False
+
+    def observe_lanes(self, observed: np.ndarray) -> None:
+        """Which lanes (bool per lane) the detectors see. A signal with an approach
+        lane nobody observes runs its program's plan: a queue nobody sees reads as
+        empty and would never be served."""
+        net = self.network
+        blind = np.zeros(net.n_signals, dtype=bool)
+        blind[net.move_signal[~observed[net.move_in_lane]]] = True
+        self.on_plan[:] = blind
+
+    def observed_share(self, observed: np.ndarray) -> np.ndarray:
+        """Per signal, the share of its approach lanes that `observed` covers."""
+        net = self.network
+        pairs = np.unique(np.stack([net.move_signal, net.move_in_lane]), axis=1)
+        seen = np.bincount(pairs[0], weights=observed[pairs[1]], minlength=net.n_signals)
+        return seen / np.maximum(np.bincount(pairs[0], minlength=net.n_signals), 1)
 
     @property
     def signals(self) -> SafetyLayer:
@@ -51,16 +70,20 @@ class Engine:
     def step(self, frame: DetectorFrame, fallback: np.ndarray | None = None) -> SignalCommands:
         """Decide one control period. The first call commands every signal.
 
-        Signals with fallback[i] (their detectors are stale) run the net's
-        fixed-time plan instead, through the same safety layer. Emergency
+        Every signal starts where its program's cycle is. Signals with
+        fallback[i] (their detectors are stale) run the program's plan instead, through the same safety layer. Emergency
         preemption, when on, overrides both where a vehicle needs its green;
         `preempting` then marks the signals whose minimum green it may cut."""
         if not self._started:
             self._started = True
+            self.fallback.step[:] = self.safety.start_on_plan(frame.time_s)
             return self._commands(np.arange(self.network.n_signals, dtype=np.int32))
         self.controller.decide(frame, self.safety, self.requested)
+        plan = self.on_plan
         if fallback is not None and fallback.any():
-            self.fallback.decide(frame, self.safety, self.requested, fallback)
+            plan = np.logical_or(self.on_plan, fallback, out=self._plan_now)
+        if plan.any():
+            self.fallback.decide(frame, self.safety, self.requested, plan)
         if self.preemption is not None:
             self.preempting = self.preemption.plan(frame, self.safety, self.requested)
         changed = self.safety.advance(self.requested, self.preempting)

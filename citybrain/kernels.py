@@ -16,7 +16,9 @@ __all__ = [
     "decide_pressure",
     "schedule_phases",
     "lane_schedule_inputs",
-    "fixed_time_requests",
+    "plan_requests",
+    "plan_position",
+    "cyclic_starts",
     "advance_signals",
     "count_conflicting_greens",
     "merge_lane_values",
@@ -30,11 +32,13 @@ __all__ = [
     "STAGE_YELLOW",
     "STAGE_ALL_RED",
     "STAGE_CROSSING",
+    "STAGE_INTERIM",
 ]
 
 # A signal's stage: green, then on a change crossing clearance (only where the change ends
-# a crossing's green and the net's program has one), yellow, all-red, green again.
-STAGE_GREEN, STAGE_YELLOW, STAGE_ALL_RED, STAGE_CROSSING = 0, 1, 2, 3
+# a crossing's green and the net's program has one), yellow, all-red, green again; or,
+# where the program has its own phases between the two greens, that interim instead.
+STAGE_GREEN, STAGE_YELLOW, STAGE_ALL_RED, STAGE_CROSSING, STAGE_INTERIM = 0, 1, 2, 3, 4
 KEEP = -1
 # Pressures are sums of (weighted) vehicle counts: differences below this are rounding.
 SCORE_TOLERANCE = 1e-9
@@ -400,7 +404,7 @@ def _best_schedule_cost(start, current, signal, bound, queued, arrival_profile, 
 
 @jit
 def _stalled_phase(signal, current, queued, service_rate, time_s, last_discharge_s, max_stall_s, signal_lane_ptr,
-                   signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share):
+                   signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share, start_allowed):
     """The phase other than `current` giving a protected green to the lane whose queue
     has stood longest, at least max_stall_s, with somewhere to go (the first such
     phase on a tie); -1 if none."""
@@ -408,9 +412,9 @@ def _stalled_phase(signal, current, queued, service_rate, time_s, last_discharge
     stalled = -1
     longest = -1.0
     for p in range(phase_ptr[signal + 1] - phase_ptr[signal]):
-        if p == current:
-            continue
         g = phase_ptr[signal] + p
+        if p == current or not start_allowed[g]:
+            continue
         for k in range(phase_lane_ptr[g], phase_lane_ptr[g + 1]):
             lane = signal_lane[first + phase_lane[k]]
             stood_s = time_s - last_discharge_s[lane]
@@ -452,7 +456,8 @@ def _conflicting_call(signal, current, queued, service_rate, signal_lane_ptr, si
 def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     phase_lane_holds, transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s,
-                    min_green_s, max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
+                    min_green_s, max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, start_allowed, queue,
+                    requested):
     """Per signal in green past its minimum: the phase to start now that gives the
     least waiting over a rolling horizon (see `_best_schedule_cost`), or KEEP when that
     is the current phase. Past max green the current phase is not a candidate while
@@ -465,7 +470,8 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
     saturation flow each discharges at in that phase, and phase_lane_holds whether its
     queue keeps that phase green. Arrivals follow arrival_profile
     [lane, second] (`arrival_profile`), then mean_arrival_rate. queue is scratch
-    (longest list)."""
+    (longest list). Only phases with start_allowed (per phase) may start: all of
+    them in free order, the next ones in the program's cycle in cyclic order."""
     for signal in range(requested.shape[0]):
         requested[signal] = KEEP
         n_phases = phase_ptr[signal + 1] - phase_ptr[signal]
@@ -474,7 +480,7 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
         current = green_phase[signal]
         stalled = _stalled_phase(signal, current, queued, service_rate, time_s, last_discharge_s, max_stall_s,
                                  signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane,
-                                 phase_lane_share)
+                                 phase_lane_share, start_allowed)
         if stalled >= 0:
             requested[signal] = stalled
             continue
@@ -493,7 +499,7 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
         best = -1
         best_cost = np.inf
         for start in range(n_phases):
-            if forced and start == current:
+            if (forced and start == current) or (start != current and not start_allowed[phase_ptr[signal] + start]):
                 continue
             if start == current:
                 cost = keep_cost
@@ -506,35 +512,112 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
                                            max_green_s, horizon_s, queue)
             if cost < best_cost - SCORE_TOLERANCE:
                 best, best_cost = start, cost
-        if best != current:
+        if best >= 0 and best != current:
             requested[signal] = best
 
 
 @jit
-def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, dt_s, requested):
-    """For signals with active[i]: the net's fixed-time plan, cycling through the
-    candidate phases in program order, each for its program duration (the
-    request takes effect in the coming step, hence + dt_s)."""
+def plan_position(plan_ptr, plan_end_s, plan_green_s, cycle_s, offset_s, time_s, signal):
+    """Where the program's cycle is at time_s for `signal`: (step, seconds into its
+    green) if a green step's window holds time_s, else (the step whose green comes
+    next, -(seconds into the interim before it)). The cycle starts at phase 0 of
+    the program at offset_s (SUMO's tlLogic offset)."""
+    first = plan_ptr[signal]
+    count = plan_ptr[signal + 1] - first
+    cycle = cycle_s[signal]
+    position = (time_s - offset_s[signal]) % cycle
+    for k in range(count):
+        left = (plan_end_s[first + k] - position) % cycle
+        if left > 0.0 and left <= plan_green_s[first + k] + 1e-9:
+            return k, plan_green_s[first + k] - left
+    best = 0
+    best_wait = cycle + 1.0
+    for k in range(count):
+        wait = (plan_end_s[first + k] - plan_green_s[first + k] - position) % cycle
+        if wait < best_wait:
+            best, best_wait = k, wait
+    previous = (best - 1) % count
+    return best, -((position - plan_end_s[first + previous]) % cycle)
+
+
+@jit
+def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offset_s, active, green_phase, stage,
+                  stage_time_s, time_s, dt_s, plan_step, requested):
+    """For signals with active[i]: the program's own plan. Each green of the plan
+    ends when the cycle reaches the end of its window (time_s: the safety layer
+    applies the request in this step), then the next step's phase is requested; the
+    program's interim between them is the safety layer's (advance_signals). A green
+    entered out of its window (after adaptive control) ends once its minimum green
+    has passed, unless its window is less than one green away, so the signal is
+    back in step with the cycle within one cycle. plan_step[i] tracks the step."""
     for signal in range(requested.shape[0]):
         if not active[signal]:
             continue
         requested[signal] = KEEP
-        if stage[signal] != STAGE_GREEN:
+        first = plan_ptr[signal]
+        count = plan_ptr[signal + 1] - first
+        if stage[signal] != STAGE_GREEN or count < 2:
             continue
-        first = phase_ptr[signal]
-        count = phase_ptr[signal + 1] - first
-        current = green_phase[signal]
-        if count > 1 and stage_time_s[signal] + dt_s >= phase_green_s[first + current]:
-            requested[signal] = (current + 1) % count
+        step = plan_step[signal]
+        if plan_phase[first + step] != green_phase[signal]:
+            for k in range(1, count + 1):
+                candidate = (step + k) % count
+                if plan_phase[first + candidate] == green_phase[signal]:
+                    step = candidate
+                    break
+            plan_step[signal] = step
+        cycle = cycle_s[signal]
+        position = (time_s - offset_s[signal]) % cycle
+        left = (plan_end_s[first + step] - position) % cycle
+        if left < 1e-9 or left > 2.0 * plan_green_s[first + step] + 1e-9:
+            requested[signal] = plan_phase[first + (step + 1) % count]
+
+
+@jit
+def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_ptr, green_phase, stage,
+                  default_max_green_s, plan_step, start_allowed, least_green_s, max_green_s):
+    """Which phases may start next (start_allowed, per phase) and the bounds on the
+    current green. In free order: every phase, and default_max_green_s. At signals
+    with cyclic[i], the program's order: the current phase and the next step's of
+    its plan, the green held at least the program's own minimum for its step and
+    at most its maximum (minDur/maxDur sums; default_max_green_s where it gives
+    none). plan_step[i] tracks the step, as in plan_requests."""
+    for signal in range(green_phase.shape[0]):
+        first_phase = phase_ptr[signal]
+        least_green_s[signal] = 0.0
+        max_green_s[signal] = default_max_green_s
+        if not cyclic[signal]:
+            for g in range(first_phase, phase_ptr[signal + 1]):
+                start_allowed[g] = True
+            continue
+        first = plan_ptr[signal]
+        count = plan_ptr[signal + 1] - first
+        step = plan_step[signal]
+        if stage[signal] == STAGE_GREEN and plan_phase[first + step] != green_phase[signal]:
+            for k in range(1, count + 1):
+                candidate = (step + k) % count
+                if plan_phase[first + candidate] == green_phase[signal]:
+                    step = candidate
+                    break
+            plan_step[signal] = step
+        for g in range(first_phase, phase_ptr[signal + 1]):
+            start_allowed[g] = False
+        start_allowed[first_phase + green_phase[signal]] = True
+        start_allowed[first_phase + plan_phase[first + (step + 1) % count]] = True
+        if plan_min_s[first + step] >= 0.0:
+            least_green_s[signal] = plan_min_s[first + step]
+        if plan_max_s[first + step] >= 0.0:
+            max_green_s[signal] = plan_max_s[first + step]
 
 
 @jit
 def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, ends_crossing,
-                    crossing_clearance_s, yellow_s, all_red_s, min_green_s, green_phase, next_phase, stage,
-                    stage_time_s, changed):
+                    crossing_clearance_s, yellow_s, all_red_s, interim_ptr, interim_s, min_green_s, green_phase,
+                    next_phase, stage, stage_time_s, changed):
     """Advance every signal's stage machine by dt_s (the safety layer's core).
 
-    green -> [crossing clearance] -> yellow -> all-red -> green. A request is
+    green -> [crossing clearance] -> yellow -> all-red -> green, or green -> the
+    program's own interim -> green where it has one for the change. A request is
     honoured only in green after the minimum green; clearance is served in full (a
     yellow of 2.5 s lasts 3 steps of 1 s, never 2). A change that ends a crossing's
     green first shows the ending crossings red for crossing_clearance_s while the
@@ -554,7 +637,9 @@ def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearan
                 continue
             next_phase[signal] = target
             transition = transition_offset[signal] + green_phase[signal] * n + target
-            if ends_crossing[transition] and crossing_clearance_s[signal] > 0.0:
+            if interim_ptr[transition + 1] > interim_ptr[transition]:
+                stage[signal] = STAGE_INTERIM
+            elif ends_crossing[transition] and crossing_clearance_s[signal] > 0.0:
                 stage[signal] = STAGE_CROSSING
             elif needs_clearance[transition]:
                 stage[signal] = STAGE_YELLOW
@@ -562,6 +647,18 @@ def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearan
                 green_phase[signal] = target
             stage_time_s[signal] = 0.0
             changed[signal] = True
+        elif s == STAGE_INTERIM:
+            transition = transition_offset[signal] + green_phase[signal] * n + next_phase[signal]
+            elapsed = 0.0
+            for k in range(interim_ptr[transition], interim_ptr[transition + 1]):
+                elapsed += interim_s[k]
+                # The display changes where a step of the interim ends (or the interim does).
+                if stage_time_s[signal] - dt_s < elapsed - 1e-9 and stage_time_s[signal] >= elapsed - 1e-9:
+                    changed[signal] = True
+            if stage_time_s[signal] >= elapsed - 1e-9:
+                stage[signal] = STAGE_GREEN
+                green_phase[signal] = next_phase[signal]
+                stage_time_s[signal] = 0.0
         elif s == STAGE_CROSSING:
             if stage_time_s[signal] < crossing_clearance_s[signal]:
                 continue

@@ -9,7 +9,15 @@ Vocabulary
 - *signal*: one SUMO traffic-light (tlLogic id); it may control several junctions.
 - *link*: one index of a signal's state string.
 - *movement*: one vehicle connection (in-lane -> out-lane) through a link.
-- *phase*: a candidate green phase, taken from the net's own program.
+- *program*: the signal program SUMO runs for a signal: the scenario's own
+  `<tlLogic>` from its additional files where it has one (`load_network`'s
+  `programs`), else the net's.
+- *phase*: a candidate green phase, taken from that program.
+- *plan*: the program's cycle as a sequence of candidate greens, each with its
+  green time, its window in the cycle and the city's minimum and maximum green
+  (minDur/maxDur); the program's own phases between two of them (yellows,
+  all-reds, interim phases that keep some greens while others clear) are the
+  *interim* of that transition.
 - *edge*: a SUMO road (not an internal junction lane); emergency vehicles are
   located and routed on edges.
 - *zone*: what a detector sees for one lane: the lane itself plus, for
@@ -19,6 +27,7 @@ Vocabulary
 from __future__ import annotations
 
 import xml.sax
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -26,14 +35,14 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from .kernels import STAGE_CROSSING, STAGE_GREEN, STAGE_YELLOW
+from .kernels import STAGE_CROSSING, STAGE_GREEN, STAGE_INTERIM, STAGE_YELLOW
 from .sumo_home import ensure_sumo_home
 
-__all__ = ["Network", "NetworkError", "load_network", "load_geometry", "COMPILED_FORMAT"]
+__all__ = ["Network", "NetworkError", "load_network", "load_scenario_network", "load_geometry", "COMPILED_FORMAT"]
 
 # Bumped whenever a `Network` field changes meaning, so pickled copies are rebuilt
 # (a copy that lacks one of its fields is rebuilt anyway: bench.cached_network).
-COMPILED_FORMAT = 5
+COMPILED_FORMAT = 7
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -58,14 +67,27 @@ class Network:
     signal_n_links: np.ndarray         # [signals]
     yellow_s: np.ndarray               # float64 [signals]
     all_red_s: np.ndarray              # float64 [signals]
-    # Per signal, every phase of the net's program: (state, duration_s, min_dur_s, max_dur_s),
-    # with -1 where the net gives no min/max duration.
+    # Per signal, every phase of the program SUMO runs: (state, duration_s, min_dur_s, max_dur_s),
+    # with -1 where it gives no min/max duration; protected greens of foes already
+    # demoted to permissive (`repairs`).
     programs: tuple[tuple[tuple[str, float, float, float], ...], ...]
+    program_offset_s: np.ndarray       # float64 [signals]: the program's offset (SUMO's tlLogic offset)
+    program_cycle_s: np.ndarray        # float64 [signals]: the sum of its phase durations
+    # Whether the program's changes carry an all-red: intergreens timed by hand for
+    # its own sequence of phases, so adaptive control keeps that cyclic order
+    # (skipping none, reordering none). Elsewhere it may choose any phase.
+    keeps_order: np.ndarray            # bool [signals]
+    # Per link (flat, `link_offset`): the shortest yellow the program shows that link,
+    # else its signal's yellow_s. What the monitor holds every yellow of that link to.
+    link_yellow_s: np.ndarray          # float64 [links]
+    # One line per program phase whose conflicting protected greens were demoted to
+    # permissive: "signal 'x' phase 3: links 4, 7 G -> g (foes of links 1, 2)".
+    repairs: tuple[str, ...]
 
     # Candidate green phases, CSR by signal: phases of signal i are phase_ptr[i]:phase_ptr[i+1].
     phase_ptr: np.ndarray              # [signals + 1]
     phase_states: tuple[str, ...]      # SUMO state string of each candidate phase
-    phase_green_s: np.ndarray          # float64 [phases]: its duration in the net's own (fixed-time) program
+    phase_green_s: np.ndarray          # float64 [phases]: its longest green in the program
     phase_green_level: np.ndarray      # int8 [sum of links over phases], CSR by link_ptr per phase
     phase_link_ptr: np.ndarray         # [phases + 1]
 
@@ -100,6 +122,24 @@ class Network:
     # shows that for crossing_clearance_s (`_pedestrian_clearance`; 0: no such stage).
     crossing_clearance_s: np.ndarray   # float64 [signals]
     ends_crossing: np.ndarray          # bool
+    # The program's own interim between two candidate phases, where its cycle goes
+    # straight from one to the other: transition t (flattened as needs_clearance)
+    # shows interim_states[k] for interim_s[k], k in interim_ptr[t]:interim_ptr[t+1];
+    # transitions without one get crossing clearance, yellow and all-red.
+    interim_ptr: np.ndarray            # int64 [transitions + 1]
+    interim_states: tuple[str, ...]
+    interim_s: np.ndarray              # float64
+
+    # The plan, CSR by signal: its steps in cycle order, each a candidate phase (local
+    # index), green for plan_green_s, ending at plan_end_s into the cycle (the cycle
+    # starts at phase 0 of the program, at program_offset_s), with the program's own
+    # bounds on that green (sums of minDur/maxDur; -1 where it gives none).
+    plan_ptr: np.ndarray               # [signals + 1]
+    plan_phase: np.ndarray             # [steps]
+    plan_green_s: np.ndarray           # float64 [steps]
+    plan_end_s: np.ndarray             # float64 [steps]
+    plan_min_s: np.ndarray             # float64 [steps]
+    plan_max_s: np.ndarray             # float64 [steps]
 
     # Detection zones: zone of lane l sums lane counts zone_lane[k] * zone_weight[k]
     # for k in zone_ptr[l]:zone_ptr[l+1].
@@ -165,11 +205,42 @@ class Network:
             return -1
         return index
 
+    def transition(self, signal: int, phase: int, next_phase: int) -> int:
+        """Flat index of the transition phase -> next_phase of `signal` (local phase indices)."""
+        n = int(self.phase_ptr[signal + 1] - self.phase_ptr[signal])
+        return int(self.transition_offset[signal]) + phase * n + next_phase
+
+    def interim_state(self, signal: int, phase: int, next_phase: int, stage_time_s: float) -> str:
+        """What the program's interim from `phase` to `next_phase` shows `stage_time_s` into it."""
+        transition = self.transition(signal, phase, next_phase)
+        lo, hi = int(self.interim_ptr[transition]), int(self.interim_ptr[transition + 1])
+        elapsed = 0.0
+        for k in range(lo, hi):
+            elapsed += float(self.interim_s[k])
+            if stage_time_s < elapsed - 1e-9:
+                return self.interim_states[k]
+        return self.interim_states[hi - 1]
+
     def with_min_all_red(self, seconds: float) -> "Network":
         """This network with every signal's all-red raised to at least `seconds`."""
         if seconds <= 0.0:
             return self
-        return replace(self, all_red_s=np.maximum(self.all_red_s, seconds))
+        # The program's own interims: their trailing all-red raised, or one added after their yellow.
+        ptr, states, durations = [0], [], []
+        for t in range(len(self.interim_ptr) - 1):
+            lo, hi = int(self.interim_ptr[t]), int(self.interim_ptr[t + 1])
+            steps = list(zip(self.interim_states[lo:hi], self.interim_s[lo:hi].tolist()))
+            if steps:
+                last, last_s = steps[-1]
+                if not any(ch in "GgyYu" for ch in last):
+                    steps[-1] = (last, max(last_s, seconds))
+                elif "y" in last:
+                    steps.append((last.replace("y", "r").replace("u", "r"), seconds))
+            states += [state for state, _ in steps]
+            durations += [duration for _, duration in steps]
+            ptr.append(len(states))
+        return replace(self, all_red_s=np.maximum(self.all_red_s, seconds), interim_ptr=np.array(ptr, dtype=np.int64),
+                       interim_states=tuple(states), interim_s=np.array(durations, dtype=np.float64))
 
     def phases_of(self, signal: int) -> range:
         return range(int(self.phase_ptr[signal]), int(self.phase_ptr[signal + 1]))
@@ -186,6 +257,8 @@ class Network:
         current = self.phase_states[first + phase]
         if stage == STAGE_GREEN:
             return current
+        if stage == STAGE_INTERIM:
+            raise ValueError("an interim's state depends on its time: use interim_state")
         target = self.phase_states[first + next_phase]
         # Where the walk has its own clearance, an ending crossing is red from its start on.
         walk_cleared = set()
@@ -207,8 +280,15 @@ class Network:
         return "".join(chars)
 
 
-def load_network(path: str | Path, approach_range_m: float = 150.0) -> Network:
-    """Compile the SUMO net at `path`. Raises NetworkError naming what is wrong."""
+def load_network(path: str | Path, approach_range_m: float = 150.0, programs: Mapping[str, object] | None = None,
+                 min_green_s: float = 5.0) -> Network:
+    """Compile the SUMO net at `path`. Raises NetworkError naming what is wrong.
+
+    `programs`: per signal id, the program that replaces the net's own (a
+    `scenario.SignalProgram`, as `Scenario.signal_programs` gives them: SUMO runs
+    the program loaded last). `min_green_s`: the shortest green that counts as a
+    phase of its own (`SignalTiming.min_green_s`); greens the program shows for
+    less are part of an interim."""
     path = Path(path)
     if not path.is_file():
         raise NetworkError(f"{path}: net file not found")
@@ -219,7 +299,17 @@ def load_network(path: str | Path, approach_range_m: float = 150.0) -> Network:
         net = sumolib.net.readNet(str(path), withPrograms=True, withConnections=True, withFoes=True)
     except (xml.sax.SAXException, ValueError, KeyError, IndexError, AttributeError) as exc:
         raise NetworkError(f"{path}: not a readable SUMO network ({type(exc).__name__}: {exc})") from exc
-    return _compile(path, net, approach_range_m)
+    programs = dict(programs or {})
+    unknown = sorted(set(programs) - {tls.getID() for tls in net.getTrafficLights()})
+    if unknown:
+        raise NetworkError(f"{programs[unknown[0]].source}: no traffic light {unknown[0]!r} in {path}")
+    return _compile(path, net, approach_range_m, programs, min_green_s)
+
+
+def load_scenario_network(scenario) -> Network:
+    """The net of a `scenario.Scenario`, with the signal programs SUMO runs for it
+    (its additional files' `<tlLogic>`s replace the net's own)."""
+    return load_network(scenario.net_file, programs=scenario.signal_programs())
 
 
 def load_geometry(network: Network) -> dict:
@@ -243,7 +333,7 @@ def load_geometry(network: Network) -> dict:
     return {"edges": shapes, "signals": positions, "bounds": [xmin, ymin, xmax, ymax]}
 
 
-def _compile(path: Path, net, approach_range_m: float) -> Network:
+def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_green_s: float) -> Network:
     signals = sorted(net.getTrafficLights(), key=lambda tls: tls.getID())
     lane_index: dict[str, int] = {}
     lanes: list = []
@@ -256,38 +346,55 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         return lane_index[key]
 
     signal_ids, programs, n_links_list, yellow, all_red, crossing_clearance = [], [], [], [], [], []
+    offsets, cycles, link_yellow, repairs = [], [], [], []
     phase_ptr, phase_states, phase_green_s, phase_levels, phase_link_ptr = [0], [], [], [], [0]
     move_signal, move_link, move_in, move_out = [], [], [], []
     term_ptr, term_in, term_out, term_w = [0], [], [], []
     conflict_offset, conflict_blocks = [0], []
     transition_offset, transition_blocks, crossing_blocks = [0], [], []
+    interim_ptr, interim_states, interim_s = [0], [], []
+    plan_ptr, plan_phase, plan_green, plan_end, plan_min, plan_max = [0], [], [], [], [], []
 
     for tls in signals:
         tid = tls.getID()
-        if not tls.getPrograms() and _is_rail_signal(tls):
+        override = overrides.get(tid)
+        if override is None and not tls.getPrograms() and _is_rail_signal(tls):
             continue  # rail signals are run by SUMO's own rail logic, not by a tlLogic
-        program = _main_program(path, tls)
-        states = [(p.state, float(p.duration), float(p.minDur), float(p.maxDur)) for p in program.getPhases()]
+        if override is not None:
+            where, offset_s = override.source, float(override.offset_s)
+            states = [tuple(phase) for phase in override.phases]
+        else:
+            program = _main_program(path, tls)
+            where, offset_s = f"{path}: tlLogic {tid!r}", float(program.getOffset())
+            states = [(p.state, float(p.duration), float(p.minDur), float(p.maxDur)) for p in program.getPhases()]
         n_links = len(states[0][0])
         if any(len(phase[0]) != n_links for phase in states):
-            raise NetworkError(f"{path}: tlLogic {tid!r}: phases have state strings of different lengths")
+            raise NetworkError(f"{where}: phases have state strings of different lengths")
         connections = [(c[0], c[1], int(c[2])) for c in tls.getConnections()]
         if not connections:
             continue  # a signal that controls no vehicle connection cannot be optimised
         if max(link for _, _, link in connections) >= n_links:
-            raise NetworkError(f"{path}: tlLogic {tid!r}: connection linkIndex beyond its {n_links}-link state")
+            raise NetworkError(f"{where}: the net's connections use link {max(l for _, _, l in connections)}, "
+                               f"beyond the program's {n_links}-link states")
 
-        candidates = _candidate_phases([phase[0] for phase in states])
+        conflict = _conflicts(tls, connections, n_links)
+        states, fixed = _repair_conflicts(states, conflict, _yields(tls, connections, n_links))
+        repairs += [f"signal {tid!r} {line}" for line in fixed]
+        vehicle_links = {link for _, _, link in connections}
+        candidates = _candidate_phases([phase[0] for phase in states], [phase[1] for phase in states], min_green_s,
+                                       vehicle_links)
         if not candidates:
-            raise NetworkError(f"{path}: tlLogic {tid!r}: program has no green phase")
+            raise NetworkError(f"{where}: program has no green phase")
 
         signal = len(signal_ids)
         signal_ids.append(tid)
         programs.append(tuple(states))
+        offsets.append(offset_s)
+        cycles.append(sum(phase[1] for phase in states))
         n_links_list.append(n_links)
         yellow.append(_clearance(states, "yellow"))
         all_red.append(_clearance(states, "all_red"))
-        vehicle_links = {link for _, _, link in connections}
+        link_yellow.append(_link_yellow_s(states, n_links, yellow[-1]))
         crossing = np.array([link not in vehicle_links for link in range(n_links)])
         crossing_clearance.append(_pedestrian_clearance(states, crossing))
 
@@ -298,9 +405,10 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
             move_out.append(lane_id(out_lane))
 
         levels = [np.array([_GREEN_LEVEL.get(ch, 0) for ch in s], dtype=np.int8) for s in candidates]
+        steps, interims = _plan(states, candidates, crossing)
         for state, level in zip(candidates, levels):
             phase_states.append(state)
-            phase_green_s.append(max(duration for s, duration, _, _ in states if s == state))
+            phase_green_s.append(max(green for phase, _, green, _, _ in steps if candidates[phase] == state))
             phase_levels.append(level)
             phase_link_ptr.append(phase_link_ptr[-1] + n_links)
             by_in_lane: dict[int, list[int]] = {}
@@ -314,8 +422,15 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
                     term_w.append(1.0 / len(outs))
             term_ptr.append(len(term_in))
         phase_ptr.append(len(phase_states))
+        for phase, end_s, green_s, least_s, most_s in steps:
+            plan_phase.append(phase)
+            plan_end.append(end_s)
+            plan_green.append(green_s)
+            plan_min.append(least_s)
+            plan_max.append(most_s)
+        plan_ptr.append(len(plan_phase))
 
-        conflict_blocks.append(_conflicts(tls, connections, n_links).ravel())
+        conflict_blocks.append(conflict.ravel())
         conflict_offset.append(conflict_offset[-1] + n_links * n_links)
         clearance = np.array([[bool(np.any(a > b)) for b in levels] for a in levels], dtype=bool)
         transition_blocks.append(clearance.ravel())
@@ -323,6 +438,12 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
                                  dtype=bool)
         crossing_blocks.append(ends_crossing.ravel())
         transition_offset.append(transition_offset[-1] + len(levels) ** 2)
+        for a in range(len(levels)):
+            for b in range(len(levels)):
+                for state, duration_s in interims.get((a, b), ()):
+                    interim_states.append(state)
+                    interim_s.append(duration_s)
+                interim_ptr.append(len(interim_states))
 
     if not signal_ids:
         raise NetworkError(f"{path}: no traffic light controls a vehicle connection; nothing to optimise")
@@ -355,6 +476,11 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         yellow_s=np.array(yellow, dtype=np.float64),
         all_red_s=np.array(all_red, dtype=np.float64),
         programs=tuple(programs),
+        program_offset_s=np.array(offsets, dtype=np.float64),
+        program_cycle_s=np.array(cycles, dtype=np.float64),
+        keeps_order=np.array(all_red, dtype=np.float64) > 0.0,
+        link_yellow_s=np.concatenate(link_yellow),
+        repairs=tuple(repairs),
         phase_ptr=i32(phase_ptr),
         phase_states=tuple(phase_states),
         phase_green_s=np.array(phase_green_s, dtype=np.float64),
@@ -374,6 +500,15 @@ def _compile(path: Path, net, approach_range_m: float) -> Network:
         needs_clearance=np.concatenate(transition_blocks),
         crossing_clearance_s=np.array(crossing_clearance, dtype=np.float64),
         ends_crossing=np.concatenate(crossing_blocks),
+        interim_ptr=np.asarray(interim_ptr, dtype=np.int64),
+        interim_states=tuple(interim_states),
+        interim_s=np.array(interim_s, dtype=np.float64),
+        plan_ptr=i32(plan_ptr),
+        plan_phase=i32(plan_phase),
+        plan_green_s=np.array(plan_green, dtype=np.float64),
+        plan_end_s=np.array(plan_end, dtype=np.float64),
+        plan_min_s=np.array(plan_min, dtype=np.float64),
+        plan_max_s=np.array(plan_max, dtype=np.float64),
         zone_ptr=i32(zone_ptr),
         zone_lane=i32(zone_lane),
         zone_weight=np.array(zone_w, dtype=np.float64),
@@ -392,8 +527,8 @@ def _main_program(path: Path, tls):
     programs = tls.getPrograms()
     if not programs:
         raise NetworkError(f"{path}: tlLogic {tls.getID()!r}: no program in the net")
-    # The net's first program is the one SUMO runs by default.
-    program = next(iter(programs.values()))
+    # SUMO runs the program loaded last.
+    program = list(programs.values())[-1]
     if not program.getPhases():
         raise NetworkError(f"{path}: tlLogic {tls.getID()!r}: program {program._id!r} has no phases")
     return program
@@ -404,16 +539,23 @@ def _is_rail_signal(tls) -> bool:
     return bool(nodes) and all(n.getType() in ("rail_signal", "rail_crossing") for n in nodes)
 
 
-def _candidate_phases(states: list[str]) -> list[str]:
-    """Green phases of a program, without duplicates and without phases that are
-    dominated link by link by another (e.g. a short leading green that only
-    keeps part of the next phase green)."""
+def _candidate_phases(states: list[str], durations: list[float], min_green_s: float,
+                      vehicle_links: set[int]) -> list[str]:
+    """Green phases of a program, in program order, without duplicates, without
+    greens the program never shows for min_green_s (an interim step: a turn
+    released a second early, a lane held through a change), and without phases
+    that are dominated link by link by another (e.g. a short leading green that
+    only keeps part of the next phase green)."""
     greens = []
     for state in states:
         if "y" in state or "u" in state or not any(ch in _GREEN_LEVEL for ch in state):
             continue
         if state not in greens:
             greens.append(state)
+    longest = {state: max((green for run_state, green in _runs(states, durations) if run_state == state),
+                          default=0.0) for state in greens}
+    lasting = [state for state in greens if longest[state] >= min_green_s - 1e-9]
+    greens = lasting or greens
     levels = [[_GREEN_LEVEL.get(ch, 0) for ch in s] for s in greens]
 
     def dominated(i: int) -> bool:
@@ -425,14 +567,131 @@ def _candidate_phases(states: list[str]) -> list[str]:
     return [s for i, s in enumerate(greens) if not dominated(i)]
 
 
+def _runs(states: list[str], durations: list[float]) -> list[tuple[str, float]]:
+    """The program's cycle as runs of one state: (state, total duration), in order,
+    a run that wraps round the cycle's end counted once."""
+    n = len(states)
+    start = next((j for j in range(n) if states[j] != states[j - 1]), None)
+    if start is None:
+        return [(states[0], float(sum(durations)))]
+    runs: list[tuple[str, float]] = []
+    for k in range(n):
+        j = (start + k) % n
+        if runs and runs[-1][0] == states[j]:
+            runs[-1] = (states[j], runs[-1][1] + durations[j])
+        else:
+            runs.append((states[j], durations[j]))
+    return runs
+
+
+def _plan(states: list[tuple[str, float, float, float]], candidates: list[str], crossing: np.ndarray
+          ) -> tuple[list[tuple[int, float, float, float, float]], dict[tuple[int, int], list[tuple[str, float]]]]:
+    """The program's cycle as plan steps (phase, end_s, green_s, min_s, max_s: see
+    `Network.plan_*`) and, per pair of successive steps, the program's own phases
+    between them, where they clear every vehicle link that loses its green
+    through a yellow (else that transition gets our yellow and all-red)."""
+    n = len(states)
+    index = {state: i for i, state in enumerate(candidates)}
+    cycle_s = sum(phase[1] for phase in states)
+    starts = np.concatenate(([0.0], np.cumsum([phase[1] for phase in states])))
+    first = next((j for j in range(n) if states[j][0] in index and states[j - 1][0] != states[j][0]), None)
+    if first is None:   # one green all along, or greens only in interims
+        first = next((j for j in range(n) if states[j][0] in index), 0)
+    segments: list[tuple[int, list[int]]] = []   # (phase or -1 for an interim, program phase indices)
+    for k in range(n):
+        j = (first + k) % n
+        phase = index.get(states[j][0], -1)
+        if segments and segments[-1][0] == phase:
+            segments[-1][1].append(j)
+        else:
+            segments.append((phase, [j]))
+    if len(segments) > 1 and segments[-1][0] == segments[0][0] >= 0:
+        segments[0] = (segments[0][0], segments.pop()[1] + segments[0][1])
+    greens = [k for k, (phase, _) in enumerate(segments) if phase >= 0]
+    steps, interims = [], {}
+    for position, k in enumerate(greens):
+        phase, members = segments[k]
+        green_s = sum(states[j][1] for j in members)
+
+        def bound(column: int) -> float:
+            if all(states[j][column] < 0 for j in members):
+                return -1.0
+            return sum(states[j][column] if states[j][column] >= 0 else states[j][1] for j in members)
+
+        steps.append((phase, float((starts[members[0]] + green_s) % cycle_s), green_s, bound(2), bound(3)))
+        following = greens[(position + 1) % len(greens)]
+        between = segments[k + 1:following] if following > k else segments[k + 1:] + segments[:following]
+        target = segments[following][0]
+        sequence = [(states[j][0], states[j][1]) for _, members_between in between for j in members_between]
+        if target != phase and (phase, target) not in interims and sequence and _clears_safely(
+                [candidates[phase]] + [state for state, _ in sequence] + [candidates[target]], crossing):
+            interims[phase, target] = sequence
+    return steps, interims
+
+
+def _clears_safely(sequence: list[str], crossing: np.ndarray) -> bool:
+    """Whether every vehicle link that leaves green along `sequence` shows yellow first."""
+    for before, after in zip(sequence, sequence[1:]):
+        for link, (was, now) in enumerate(zip(before, after)):
+            if not crossing[link] and was in "Gg" and now not in "GgyoO":
+                return False
+    return True
+
+
+def _repair_conflicts(states: list[tuple[str, float, float, float]], conflict: np.ndarray, yields: np.ndarray
+                      ) -> tuple[list[tuple[str, float, float, float]], list[str]]:
+    """The program with no two foes both protected ('G'): of such a pair, the link
+    that yields to the other at its junction (SUMO's <request response>) shows
+    permissive 'g' (both, where neither yields). Returns the phases and one line per
+    phase that changed."""
+    repaired, lines = [], []
+    for number, (state, *rest) in enumerate(states):
+        protected = np.array([ch == "G" for ch in state])
+        pairs = np.argwhere(np.triu(conflict & np.outer(protected, protected)))
+        demote = set()
+        for a, b in pairs.tolist():
+            if yields[a, b] and not yields[b, a]:
+                demote.add(a)
+            elif yields[b, a] and not yields[a, b]:
+                demote.add(b)
+            else:
+                demote.update((a, b))
+        if demote:
+            chars = list(state)
+            for link in demote:
+                chars[link] = "g"
+            lines.append(f"phase {number}: links {', '.join(map(str, sorted(demote)))} G -> g "
+                         f"(protected green beside a foe)")
+            state = "".join(chars)
+        repaired.append((state, *rest))
+    return repaired, lines
+
+
+def _link_yellow_s(states: list[tuple[str, float, float, float]], n_links: int, default_s: float) -> np.ndarray:
+    """Per link, the shortest run of yellow the program shows it (default_s if none)."""
+    out = np.full(n_links, default_s)
+    durations = [phase[1] for phase in states]
+    for link in range(n_links):
+        marks = ["y" if phase[0][link] == "y" else "-" for phase in states]
+        yellows = [run_s for mark, run_s in _runs(marks, durations) if mark == "y"]
+        if yellows and len(set(marks)) > 1:
+            out[link] = min(yellows)
+    return out
+
+
 def _clearance(states: list[tuple[str, float, float, float]], kind: str) -> float:
     """Yellow (or all-red) time of a signal: the longest such interval in its own
-    program, so the engine never shortens what the net prescribes."""
+    program (a run of phases, as programs often split one), so the engine never
+    shortens what the program prescribes."""
+    durations = [phase[1] for phase in states]
     if kind == "yellow":
-        durations = [d for s, d, _, _ in states if "y" in s]
-        return max(durations) if durations else _DEFAULT_YELLOW_S
-    durations = [d for s, d, _, _ in states if s and all(ch in "rs" for ch in s)]
-    return max(durations) if durations else 0.0
+        runs = [run_s for link in range(len(states[0][0]))
+                for mark, run_s in _runs(["y" if phase[0][link] == "y" else "-" for phase in states], durations)
+                if mark == "y"]
+        return max(runs) if runs else _DEFAULT_YELLOW_S
+    marks = ["red" if not any(ch in "GgyYu" for ch in phase[0]) else "-" for phase in states]
+    runs = [run_s for mark, run_s in _runs(marks, durations) if mark == "red"]
+    return max(runs) if runs and len(set(marks)) > 1 else 0.0
 
 
 def _pedestrian_clearance(states: list[tuple[str, float, float, float]], crossing: np.ndarray) -> float:
@@ -462,6 +721,15 @@ def _pedestrian_clearance(states: list[tuple[str, float, float, float]], crossin
 
 def _conflicts(tls, connections, n_links: int) -> np.ndarray:
     """Links from different roads whose paths cross or merge (SUMO's `foes` bits)."""
+    return _junction_bits(tls, connections, n_links, "_foes", symmetric=True)
+
+
+def _yields(tls, connections, n_links: int) -> np.ndarray:
+    """[a, b]: link a must let link b go first at their junction (SUMO's `response` bits)."""
+    return _junction_bits(tls, connections, n_links, "_prohibits", symmetric=False)
+
+
+def _junction_bits(tls, connections, n_links: int, table: str, symmetric: bool) -> np.ndarray:
     matrix = np.zeros((n_links, n_links), dtype=bool)
     by_node: dict = {}
     for in_lane, out_lane, link in connections:
@@ -478,10 +746,13 @@ def _conflicts(tls, connections, n_links: int) -> np.ndarray:
                 # Lanes of one road merging downstream (a lane drop) are foes in SUMO but
                 # zip by its merge rules; nets run them green together, so they are not
                 # a crossing conflict.
-                if road_a == road_b or link_a == link_b or req_a not in node._foes:
+                bits = getattr(node, table)
+                if road_a == road_b or link_a == link_b or req_a not in bits:
                     continue
-                if _bit(node._foes[req_a], req_b):
-                    matrix[link_a, link_b] = matrix[link_b, link_a] = True
+                if _bit(bits[req_a], req_b):
+                    matrix[link_a, link_b] = True
+                    if symmetric:
+                        matrix[link_b, link_a] = True
     return matrix
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import EMPTY_QUEUE_VEH, KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_CROSSING, STAGE_GREEN, STAGE_YELLOW
+from .kernels import (EMPTY_QUEUE_VEH, KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STAGE_CROSSING, STAGE_GREEN,
+                      STAGE_INTERIM, STAGE_YELLOW)
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "lane_schedule_inputs",
-           "arrival_profile", "schedule_phases", "fixed_time_requests",
+           "arrival_profile", "schedule_phases", "plan_position", "plan_requests", "cyclic_starts",
            "advance_signals", "count_conflicting_greens", "merge_lane_values", "merge_lanes_in_order",
            "stale_signals", "preemption_lead_s",
            "note_discharge", "estimate_loop_queues", "state_codes"]
@@ -171,7 +172,8 @@ def _schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_
 def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s,
                     blocked, signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                     phase_lane_holds, transition_offset, needs_clearance, lost_s, green_phase, stage, stage_time_s,
-                    min_green_s, max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, queue, requested):
+                    min_green_s, max_green_s, horizon_s, time_s, last_discharge_s, max_stall_s, start_allowed, queue,
+                    requested):
     inputs = (queued, arrival_profile, mean_arrival_rate, service_rate, downstream_wait_s, blocked)
     structure = (signal_lane_ptr, signal_lane, phase_ptr, phase_lane_ptr, phase_lane, phase_lane_share,
                  phase_lane_holds, transition_offset, needs_clearance, lost_s)
@@ -189,7 +191,7 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
             mine = lanes[phase_lane[phase_lane_ptr[g]:phase_lane_ptr[g + 1]]]
             eligible = ((phase_lane_share[phase_lane_ptr[g]:phase_lane_ptr[g + 1]] >= 1.0) & (queued[mine] >= 1.0)
                         & (service_rate[mine] > 0.0) & (stalled_s[mine] >= max_stall_s))
-            if p != current and eligible.any():
+            if p != current and eligible.any() and start_allowed[g]:
                 longest[p] = stalled_s[mine][eligible].max()
         if np.isfinite(longest).any():
             requested[signal] = int(np.argmax(longest))   # the first phase on a tie, as the kernel
@@ -202,35 +204,97 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
         forced = stage_time_s[signal] >= max_green_s[signal] and conflicting_call
         best, best_cost = -1, np.inf
         for start in range(n_phases):   # ties go to the lower index
-            if forced and start == current:
+            if (forced and start == current) or (start != current and not start_allowed[phase_ptr[signal] + start]):
                 continue
             cost = min(_schedule_cost(start, current, signal, inputs, structure, stage_time_s, min_green_s,
                                       max_green_s, horizon_s, second)
                        for second in range(-1, n_phases) if second != start)
             if cost < best_cost - SCORE_TOLERANCE:
                 best, best_cost = start, cost
-        if best != current:
+        if best >= 0 and best != current:
             requested[signal] = best
 
 
-def fixed_time_requests(phase_ptr, phase_green_s, active, green_phase, stage, stage_time_s, dt_s, requested):
-    n_phases = np.diff(phase_ptr)
-    due = (stage == STAGE_GREEN) & (n_phases > 1) & (stage_time_s + dt_s >= phase_green_s[phase_ptr[:-1] + green_phase])
-    requested[active] = np.where(due, (green_phase + 1) % n_phases, KEEP)[active]
+def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_ptr, green_phase, stage,
+                  default_max_green_s, plan_step, start_allowed, least_green_s, max_green_s):
+    least_green_s[:] = 0.0
+    max_green_s[:] = default_max_green_s
+    owner = np.repeat(np.arange(len(green_phase)), np.diff(phase_ptr))
+    start_allowed[:] = ~cyclic[owner]
+    for signal in np.flatnonzero(cyclic):
+        first, count = plan_ptr[signal], plan_ptr[signal + 1] - plan_ptr[signal]
+        phases = plan_phase[first:first + count]
+        step = plan_step[signal]
+        if stage[signal] == STAGE_GREEN and phases[step] != green_phase[signal]:
+            order = (step + 1 + np.arange(count)) % count
+            matches = order[phases[order] == green_phase[signal]]
+            if matches.size:
+                step = plan_step[signal] = matches[0]
+        start_allowed[phase_ptr[signal] + green_phase[signal]] = True
+        start_allowed[phase_ptr[signal] + phases[(step + 1) % count]] = True
+        if plan_min_s[first + step] >= 0:
+            least_green_s[signal] = plan_min_s[first + step]
+        if plan_max_s[first + step] >= 0:
+            max_green_s[signal] = plan_max_s[first + step]
+
+
+def plan_position(plan_ptr, plan_end_s, plan_green_s, cycle_s, offset_s, time_s, signal):
+    first, stop = plan_ptr[signal], plan_ptr[signal + 1]
+    cycle = cycle_s[signal]
+    position = (time_s - offset_s[signal]) % cycle
+    ends, greens = plan_end_s[first:stop], plan_green_s[first:stop]
+    left = (ends - position) % cycle
+    inside = np.flatnonzero((left > 0.0) & (left <= greens + 1e-9))
+    if inside.size:
+        k = int(inside[0])
+        return k, float(greens[k] - left[k])
+    k = int(np.argmin((ends - greens - position) % cycle))
+    return k, -float((position - ends[k - 1]) % cycle)
+
+
+def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offset_s, active, green_phase, stage,
+                  stage_time_s, time_s, dt_s, plan_step, requested):
+    for signal in np.flatnonzero(active):
+        requested[signal] = KEEP
+        first, count = plan_ptr[signal], plan_ptr[signal + 1] - plan_ptr[signal]
+        if stage[signal] != STAGE_GREEN or count < 2:
+            continue
+        phases = plan_phase[first:first + count]
+        step = plan_step[signal]
+        if phases[step] != green_phase[signal]:
+            order = (step + 1 + np.arange(count)) % count
+            matches = order[phases[order] == green_phase[signal]]
+            if matches.size:
+                step = plan_step[signal] = matches[0]
+        position = (time_s - offset_s[signal]) % cycle_s[signal]
+        left = (plan_end_s[first + step] - position) % cycle_s[signal]
+        if left < 1e-9 or left > 2.0 * plan_green_s[first + step] + 1e-9:
+            requested[signal] = phases[(step + 1) % count]
 
 
 def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, ends_crossing,
-                    crossing_clearance_s, yellow_s, all_red_s, min_green_s, green_phase, next_phase, stage,
-                    stage_time_s, changed):
+                    crossing_clearance_s, yellow_s, all_red_s, interim_ptr, interim_s, min_green_s, green_phase,
+                    next_phase, stage, stage_time_s, changed):
     stage_time_s += dt_s
+    # Interims first: their own timing, one signal at a time.
+    interim_changed = np.zeros_like(changed)
+    interim_done = np.zeros_like(changed)
+    for signal in np.flatnonzero(stage == STAGE_INTERIM):
+        n = phase_ptr[signal + 1] - phase_ptr[signal]
+        t = transition_offset[signal] + green_phase[signal] * n + next_phase[signal]
+        ends = np.cumsum(interim_s[interim_ptr[t]:interim_ptr[t + 1]])
+        now, before = stage_time_s[signal], stage_time_s[signal] - dt_s
+        interim_changed[signal] = np.any((before < ends - 1e-9) & (now >= ends - 1e-9))
+        interim_done[signal] = now >= ends[-1] - 1e-9
     n_phases = np.diff(phase_ptr)
     in_green = stage == STAGE_GREEN
     wants = in_green & (requested >= 0) & (requested != green_phase) & (stage_time_s >= min_green_s) \
         & (requested < n_phases)
     target = np.where(wants, requested, 0)
     transition = transition_offset[:-1] + green_phase * n_phases + target
-    clearance = needs_clearance[transition] & wants
-    crossing = ends_crossing[transition] & wants & (crossing_clearance_s > 0)
+    interim = (interim_ptr[transition + 1] > interim_ptr[transition]) & wants
+    clearance = needs_clearance[transition] & wants & ~interim
+    crossing = ends_crossing[transition] & wants & (crossing_clearance_s > 0) & ~interim
     crossing_done = (stage == STAGE_CROSSING) & (stage_time_s >= crossing_clearance_s)
     yellow_done = (stage == STAGE_YELLOW) & (stage_time_s >= yellow_s)
     all_red_done = (stage == STAGE_ALL_RED) & (stage_time_s >= all_red_s)
@@ -238,16 +302,19 @@ def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearan
     to_green = (yellow_done & ~to_all_red) | all_red_done
 
     next_phase[wants] = target[wants]
-    direct = wants & ~clearance
+    direct = wants & ~clearance & ~interim
     green_phase[direct] = target[direct]
+    stage[interim] = STAGE_INTERIM
+    stage[interim_done] = STAGE_GREEN
+    green_phase[interim_done] = next_phase[interim_done]
     stage[wants & clearance] = STAGE_YELLOW
     stage[crossing] = STAGE_CROSSING
     stage[crossing_done] = STAGE_YELLOW
     stage[to_all_red] = STAGE_ALL_RED
     stage[to_green] = STAGE_GREEN
     green_phase[to_green] = next_phase[to_green]
-    changed[:] = wants | crossing_done | to_all_red | to_green
-    stage_time_s[changed] = 0.0
+    changed[:] = wants | crossing_done | to_all_red | to_green | interim_changed
+    stage_time_s[wants | crossing_done | to_all_red | to_green | interim_done] = 0.0
 
 
 def state_codes(signals, state_base, n_phases, stage, green_phase, next_phase, out):

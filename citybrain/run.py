@@ -18,7 +18,7 @@ from .frame import DetectorFrame
 from .gateway import GatewayOptions, WireControl
 from .live import LiveView
 from .metrics import read_tripinfo
-from .network import Network, load_network
+from .network import Network, load_scenario_network
 from .preemption import Preemption
 from .safety import SafetyMonitor
 from .scenario import Scenario, load_scenario
@@ -63,12 +63,13 @@ def simulate(scenario_path: str | Path, controller_name: str, options: RunOption
     if controller_name not in CONTROLLER_NAMES:
         raise ValueError(f"unknown controller {controller_name!r}; choose from {', '.join(CONTROLLER_NAMES)}")
     scenario = load_scenario(scenario_path)
-    network = load_network(scenario.net_file)
+    network = load_scenario_network(scenario)
     native = NATIVE_PROGRAMS.get(controller_name)
     engine = None
     if not native:
         timed = network.with_min_all_red(options.timing.min_all_red_s)
-        engine = Engine(timed, make_controller(controller_name, timed, options.controller), options.timing,
+        engine = Engine(timed, make_controller(controller_name, timed, options.controller,
+                                                period_s=options.timing.control_period_s), options.timing,
                         preemption=options.preemption)
     return _run_sumo(scenario, network, engine, native, options, progress, live)
 
@@ -80,7 +81,7 @@ def run_gateway(scenario_path: str | Path, options: RunOptions, gateway: Gateway
     controller name (as it introduced itself) and the same metrics as `simulate`,
     plus the gateway's own counts."""
     scenario = load_scenario(scenario_path)
-    network = load_network(scenario.net_file)
+    network = load_scenario_network(scenario)
     # The local fallback plan keeps the same clearance as the engine (`serve --min-all-red`).
     control = WireControl(network.with_min_all_red(options.timing.min_all_red_s), options.timing, gateway)
     try:
@@ -106,6 +107,10 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     sim = SumoSimulation(scenario, network, sumo_options)
     figures = _LiveFigures() if live else None
     series = _Series()
+    observed_share = None
+    if isinstance(control, Engine):
+        control.observe_lanes(sim.observed_lanes)
+        observed_share = control.observed_share(sim.observed_lanes)
     try:
         with sim:
             while sim.running():
@@ -151,6 +156,11 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         "emergency": {**sim.emergency_audit.as_dict(),
                       "preemption": None if preemption is None else preemption.counts.as_dict()},
         "signals": network.n_signals,
+        # Per signal, the share of its approach lanes the detectors observe; signals with
+        # an unobserved one run the program's plan (Engine.observe_lanes).
+        "observed_lane_share": None if observed_share is None else dict(zip(
+            network.signal_ids, np.round(observed_share, 3).tolist())),
+        "signals_on_plan": None if observed_share is None else int((observed_share < 1.0).sum()),
         # The mode this run used ("auto" resolved; "native": SUMO's own programs and detectors).
         "detectors": sim.detectors,
         "simulated_s": sim.end_s - sim.begin_s,
@@ -290,7 +300,7 @@ def compare(scenario_path: str | Path, controllers: tuple[str, ...] = DEFAULT_CO
     if unknown:
         raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
     scenario = load_scenario(scenario_path)
-    load_network(scenario.net_file)  # fail fast, in this process, on an unusable net
+    load_scenario_network(scenario)  # fail fast, in this process, on an unusable net
     begin, end = scenario.window(options.begin_s, options.end_s)
     options = replace(options, begin_s=begin, end_s=end)
     update = progress_total((end - begin) * len(controllers)) if progress_total else None

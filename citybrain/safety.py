@@ -22,23 +22,28 @@ import numpy as np
 
 from .config import SignalTiming
 from . import kernels as compiled_kernels
-from .kernels import STAGE_CROSSING, STAGE_GREEN, count_conflicting_greens
+from .kernels import STAGE_GREEN, STAGE_INTERIM, count_conflicting_greens
 from .network import Network
 
 __all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport", "CommandGuard"]
 
-N_STAGES = STAGE_CROSSING + 1   # kernels.STAGE_* are 0..STAGE_CROSSING
+N_STAGES = STAGE_INTERIM + 1   # kernels.STAGE_* are 0..STAGE_INTERIM
 
 
 class SafetyLayer:
-    """Stage machine of every signal: green -> [crossing clearance] -> yellow -> all-red -> green."""
+    """Stage machine of every signal: green -> [crossing clearance] -> yellow -> all-red -> green,
+    or green -> the program's own interim -> green."""
 
     def __init__(self, network: Network, timing: SignalTiming, kernels: ModuleType = compiled_kernels):
         self.network = network
         self.kernels = kernels
         n = network.n_signals
         self.dt_s = timing.control_period_s
-        self.min_green_s = timing.min_green_of(network.yellow_s + network.all_red_s).astype(np.float64)
+        # The floor, and at least twice the clearance, but never more than the shortest
+        # green the program itself gives a phase: its plan must run as the city wrote it.
+        shortest_plan_green_s = np.minimum.reduceat(network.plan_green_s, network.plan_ptr[:-1])
+        self.min_green_s = np.maximum(timing.min_green_s, np.minimum(
+            timing.min_green_of(network.yellow_s + network.all_red_s), shortest_plan_green_s)).astype(np.float64)
         self._preempt_min_green_s = np.minimum(self.min_green_s, timing.preemption_min_green_s)
         self._min_green_now_s = self.min_green_s.copy()
         self.green_phase = np.zeros(n, dtype=np.int32)
@@ -65,10 +70,34 @@ class SafetyLayer:
             np.copyto(min_green_s, self._preempt_min_green_s, where=preempting)
         self.kernels.advance_signals(
             requested, self.dt_s, net.phase_ptr, net.transition_offset, net.needs_clearance, net.ends_crossing,
-            net.crossing_clearance_s, net.yellow_s, net.all_red_s, min_green_s,
+            net.crossing_clearance_s, net.yellow_s, net.all_red_s, net.interim_ptr, net.interim_s, min_green_s,
             self.green_phase, self.next_phase, self.stage, self.stage_time_s, self.changed,
         )
         return self.changed
+
+    def start_on_plan(self, time_s: float) -> np.ndarray:
+        """Put every signal where its program's cycle is at time_s (as SUMO's own run
+        of the program would show it); returns each signal's plan step."""
+        net = self.network
+        steps = np.zeros(net.n_signals, dtype=np.int32)
+        for signal in range(net.n_signals):
+            step, into_s = self.kernels.plan_position(net.plan_ptr, net.plan_end_s, net.plan_green_s,
+                                                      net.program_cycle_s, net.program_offset_s, time_s, signal)
+            first, count = int(net.plan_ptr[signal]), int(net.plan_ptr[signal + 1] - net.plan_ptr[signal])
+            phase = int(net.plan_phase[first + step])
+            previous = int(net.plan_phase[first + (step - 1) % count])
+            transition = net.transition(signal, previous, phase)
+            steps[signal] = step
+            self.next_phase[signal] = phase
+            if into_s < 0.0 and net.interim_ptr[transition + 1] > net.interim_ptr[transition] and previous != phase:
+                self.green_phase[signal] = previous
+                self.stage[signal] = STAGE_INTERIM
+                self.stage_time_s[signal] = -into_s
+            else:
+                self.green_phase[signal] = phase
+                self.stage[signal] = STAGE_GREEN
+                self.stage_time_s[signal] = max(into_s, 0.0)
+        return steps
 
     def adopt(self, signals: np.ndarray, phase: np.ndarray, next_phase: np.ndarray, stage: np.ndarray,
               stage_time_s: np.ndarray) -> int:
@@ -93,6 +122,11 @@ class SafetyLayer:
         codes = self._codes[:len(signals)].tolist()
         table = self._state_table
         out = [table[code] for code in codes]
+        # An interim's state depends on its time, so it is not in the table.
+        for k in np.flatnonzero(self.stage[signals] == STAGE_INTERIM).tolist():
+            signal = int(signals[k])
+            out[k] = self.network.interim_state(signal, int(self.green_phase[signal]), int(self.next_phase[signal]),
+                                                float(self.stage_time_s[signal]))
         if None in out:   # first time this (signal, stage, phase, next phase) shows: build its string once
             for k, code in enumerate(codes):
                 if out[k] is None:
@@ -129,6 +163,7 @@ class SafetyReport:
 
 
 _GREEN = np.frombuffer(b"Gg", dtype=np.uint8)
+_OFF = np.frombuffer(b"oO", dtype=np.uint8)
 _YELLOW = np.frombuffer(b"y", dtype=np.uint8)
 
 
@@ -143,7 +178,7 @@ class SafetyMonitor:
         self.link_offset = network.link_offset
         n_links = int(self.link_offset[-1])
         owner = np.repeat(np.arange(network.n_signals), network.signal_n_links)
-        self.link_yellow_s = network.yellow_s[owner]
+        self.link_yellow_s = network.link_yellow_s
         # Clearance and minimum green are judged on vehicle links only: pedestrian
         # crossings go from green to red with no yellow by design.
         self.vehicle_link = network.vehicle_link
@@ -160,6 +195,7 @@ class SafetyMonitor:
         self.was_green = np.zeros(n_links, dtype=bool)
         self.was_yellow = np.zeros(n_links, dtype=bool)
         self.seen_green_start = np.zeros(n_links, dtype=bool)  # green began while observed
+        self.observed = False
         self.conflicts = np.zeros(network.n_signals, dtype=np.int64)
         self.owner = owner
         self.report = SafetyReport()
@@ -182,7 +218,8 @@ class SafetyMonitor:
         report.conflicting_green_steps += int(bad.sum())
         self._blame(bad.astype(np.int64))
 
-        red = ~green & ~yellow & self.vehicle_link
+        # 'o'/'O' (signal off: yield, or go) stops nobody, so reaching it needs no yellow.
+        red = ~green & ~yellow & ~np.isin(codes, _OFF) & self.vehicle_link
         ended_green = self.was_green & ~green & self.vehicle_link
         missing = self.was_green & red
         short_yellow = self.was_yellow & red & (self.yellow_run_s < self.link_yellow_s - 1e-6)
@@ -201,8 +238,13 @@ class SafetyMonitor:
         report.short_green += int(short_green.sum())
         self._blame_links(missing | short_yellow | short_green | short_walk)
 
-        self.seen_green_start = np.where(green & ~self.was_green, True, self.seen_green_start & green)
+        # A green already on at the first look began unobserved (a program's offset starts it mid-green).
+        began = green & ~self.was_green if self.observed else np.zeros_like(green)
+        self.seen_green_start = np.where(began, True, self.seen_green_start & green)
         self.green_run_s = np.where(green, self.green_run_s + self.dt_s, 0.0)
+        if not self.observed:   # a yellow on at the first look began unobserved
+            self.yellow_run_s[yellow] = np.inf
+        self.observed = True
         self.yellow_run_s = np.where(yellow, self.yellow_run_s + self.dt_s, 0.0)
         self.was_green, self.was_yellow = green, yellow
 
@@ -240,11 +282,11 @@ class CommandGuard:
             return None
         start = int(self.link_offset[signal])
         for link, (before, after) in enumerate(zip(shown, state)):
-            if not self.vehicle_link[start + link] or after in "Ggy" or before == after:
+            if not self.vehicle_link[start + link] or after in "GgyoO" or before == after:
                 continue
             if before in "Gg":
                 return "missing_yellow"
-            if before == "y" and now_s - self.yellow_since_s[start + link] < self.network.yellow_s[signal] - 1e-6:
+            if before == "y" and now_s - self.yellow_since_s[start + link] < self.network.link_yellow_s[start + link] - 1e-6:
                 return "short_yellow"
         return None
 

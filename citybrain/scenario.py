@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Scenario", "ScenarioError", "InductionLoop", "LaneAreaDetector", "load_scenario"]
+__all__ = ["Scenario", "ScenarioError", "InductionLoop", "LaneAreaDetector", "SignalProgram", "load_scenario"]
 
 
 class ScenarioError(ValueError):
@@ -27,6 +27,19 @@ class LaneAreaDetector:
 
     detector_id: str
     lane: str
+
+
+@dataclass(frozen=True)
+class SignalProgram:
+    """A `<tlLogic>` a scenario's additional file defines: SUMO runs it in place of
+    the net's own program for that signal (the program loaded last is active)."""
+
+    signal_id: str
+    program_id: str
+    offset_s: float
+    # (state, duration_s, min_dur_s, max_dur_s), -1 where no minDur/maxDur is given.
+    phases: tuple[tuple[str, float, float, float], ...]
+    source: str          # "FILE: <tlLogic id=...>", for error messages
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,44 @@ class Scenario:
                 areas.append(LaneAreaDetector(detector_id, lane))
         return tuple(areas)
 
+    def signal_programs(self, at_s: float | None = None) -> dict[str, SignalProgram]:
+        """Per signal id, the program of the additional files that SUMO runs at
+        `at_s` (default: the scenario's begin): the last `<tlLogic>` loaded for
+        it, or where a WAUT governs the signal, the program its switches select
+        then. Signals absent here run the net's own program."""
+        at_s = self.begin_s if at_s is None else at_s
+        loaded: dict[tuple[str, str], SignalProgram] = {}
+        last: dict[str, str] = {}
+        wauts: dict[str, tuple[str, list[tuple[float, str]]]] = {}
+        governed: dict[str, str] = {}
+        for path, element in self._additional_elements(("tlLogic", "WAUT", "wautJunction")):
+            if element.tag == "tlLogic":
+                program = _signal_program(path, element)
+                loaded[program.signal_id, program.program_id] = program
+                last[program.signal_id] = program.program_id
+            elif element.tag == "WAUT":
+                switches = []
+                for switch in element.iter("wautSwitch"):
+                    try:
+                        switches.append((_sumo_time_s(switch.get("time", "")), str(switch.get("to"))))
+                    except ValueError:
+                        raise ScenarioError(f"{path}: <wautSwitch time={switch.get('time')!r}> in WAUT "
+                                            f"{element.get('id')!r} is not a time") from None
+                wauts[str(element.get("id"))] = (str(element.get("startProg")), sorted(switches))
+            else:
+                governed[str(element.get("junctionID"))] = str(element.get("wautID"))
+        for signal_id, waut_id in governed.items():
+            if waut_id not in wauts:
+                raise ScenarioError(f"{self.config}: <wautJunction junctionID={signal_id!r}> names WAUT "
+                                    f"{waut_id!r}, which no additional file defines")
+            program_id, switches = wauts[waut_id]
+            for time_s, target in switches:
+                if time_s <= at_s:
+                    program_id = target
+            last[signal_id] = program_id
+        return {signal_id: loaded[signal_id, program_id] for signal_id, program_id in last.items()
+                if (signal_id, program_id) in loaded}
+
     def _additional_elements(self, tags: tuple[str, ...]):
         for path in self.additional_files:
             try:
@@ -76,6 +127,34 @@ class Scenario:
             for element in root.iter():
                 if element.tag in tags:
                     yield path, element
+
+
+def _signal_program(path: Path, element) -> SignalProgram:
+    signal_id, program_id = element.get("id"), element.get("programID", "0")
+    source = f"{path}: <tlLogic id={signal_id!r} programID={program_id!r}>"
+    if signal_id is None:
+        raise ScenarioError(f"{path}: <tlLogic> without an id")
+    phases = []
+    for phase in element.iter("phase"):
+        state = phase.get("state")
+        try:
+            duration = _sumo_time_s(phase.get("duration", ""))
+            bounds = [_sumo_time_s(phase.get(key)) if phase.get(key) is not None else -1.0
+                      for key in ("minDur", "maxDur")]
+        except ValueError:
+            raise ScenarioError(f"{source}: a <phase> needs numeric duration, minDur and maxDur "
+                                f"(got {dict(phase.attrib)})") from None
+        if not state or duration <= 0.0:
+            raise ScenarioError(f"{source}: a <phase> needs a state and a positive duration "
+                                f"(got {dict(phase.attrib)})")
+        phases.append((state, duration, bounds[0], bounds[1]))
+    if not phases:
+        raise ScenarioError(f"{source}: no <phase>")
+    try:
+        offset = _sumo_time_s(element.get("offset", "0"))
+    except ValueError:
+        raise ScenarioError(f"{source}: offset {element.get('offset')!r} is not a time") from None
+    return SignalProgram(signal_id, program_id, offset, tuple(phases), source)
 
 
 # SUMO reads both; sumo --save-configuration writes <sumoConfiguration> since 1.20.

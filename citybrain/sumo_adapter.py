@@ -75,6 +75,15 @@ class SumoSimulation:
         self.emergency_audit = EmergencyAudit()
         self.detectors, self.loops, self.areas = self._detector_layout(options.detectors)
         self._area_lanes = np.array(sorted({lane for _, lane in self.areas}), dtype=np.int64)
+        # Lanes whose queue the controllers see: every lane with exact counts or a
+        # generated layout; with the scenario's own detectors, the approach lanes
+        # with a stop-line loop and the lanes of its lane-area detectors.
+        self.observed_lanes = np.ones(network.n_lanes, dtype=bool)
+        if self.detectors == "scenario":
+            self.observed_lanes[:] = False
+            self.observed_lanes[self._area_lanes] = True
+            if self.loops is not None:
+                self.observed_lanes[self.loops.lane] = True
         self._estimator: LoopEstimator | None = None
         if self.loops is not None:
             self._estimator = LoopEstimator(network, self.loops)

@@ -133,7 +133,7 @@ def test_a_shared_lane_does_not_hold_the_phase_that_reds_one_of_its_turns(resco)
             controller.phase_lane_share, holds, net.transition_offset, net.needs_clearance, controller.lost_s,
             signals.green_phase, signals.stage, signals.stage_time_s, signals.min_green_s, long_max_green_s,
             controller.config.horizon_s, 100.0, np.full(net.n_lanes, 100.0), controller.config.max_stall_s,
-            controller.queue, requested)
+            np.ones(net.n_phases, dtype=bool), controller.queue, requested)
         return requested[0]
     # The side phase is modelled to end once the side road is served, so it is chosen.
     # Were it held green by the shared lane's queue, which it cannot clear, it would look

@@ -65,23 +65,48 @@ def test_choose_phases_matches_reference(seed):
     assert (fast >= 0).any() and (fast == kernels.KEEP).any()
 
 
+def random_plans(rng, n_phases):
+    """Per signal a plan of 1-4 steps over its phases, greens and interims of a few
+    seconds, laid out in a cycle with a random offset."""
+    steps = rng.integers(1, 5, len(n_phases))
+    plan_ptr = np.concatenate(([0], np.cumsum(steps))).astype(np.int32)
+    plan_phase = (rng.integers(0, 100, plan_ptr[-1]) % np.repeat(n_phases, steps)).astype(np.int32)
+    green_s = rng.integers(5, 40, plan_ptr[-1]).astype(np.float64)
+    interim_s = rng.integers(0, 8, plan_ptr[-1]).astype(np.float64)
+    ends = np.zeros(plan_ptr[-1])
+    cycle = np.zeros(len(n_phases))
+    for signal in range(len(n_phases)):
+        lo, hi = plan_ptr[signal], plan_ptr[signal + 1]
+        ends[lo:hi] = np.cumsum(green_s[lo:hi] + interim_s[lo:hi]) - interim_s[lo:hi]
+        cycle[signal] = (green_s[lo:hi] + interim_s[lo:hi]).sum()
+    offset = rng.integers(-50, 50, len(n_phases)).astype(np.float64)
+    return plan_ptr, plan_phase, ends % cycle[np.repeat(np.arange(len(n_phases)), steps)], green_s, cycle, offset
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_fixed_time_requests_matches_reference(seed):
+def test_plan_requests_matches_reference(seed):
     rng = np.random.default_rng(seed)
     n = 400
     n_phases, phase_ptr = random_signal_state(rng, n)
-    green_s = rng.integers(5, 40, phase_ptr[-1]).astype(np.float64)
+    plan = random_plans(rng, n_phases)
     green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
     stage = rng.integers(0, 3, n).astype(np.int8)
     t = rng.integers(0, 50, n).astype(np.float64)
     active = rng.random(n) < 0.7
-    # Inactive signals keep whatever the adaptive controller asked for (here 7).
-    fast, slow = np.full(n, 7, np.int32), np.full(n, 7, np.int32)
-    kernels.fixed_time_requests(phase_ptr, green_s, active, green, stage, t, 1.0, fast)
-    reference.fixed_time_requests(phase_ptr, green_s, active, green, stage, t, 1.0, slow)
-    np.testing.assert_array_equal(fast, slow)
-    assert (fast[~active] == 7).all()
-    assert (fast[active] >= 0).any() and (fast[active] == kernels.KEEP).any()
+    fast_step, slow_step = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    for time_s in (0.0, 17.0, 333.0):
+        # Inactive signals keep whatever the adaptive controller asked for (here 7).
+        fast, slow = np.full(n, 7, np.int32), np.full(n, 7, np.int32)
+        kernels.plan_requests(*plan, active, green, stage, t, time_s, 1.0, fast_step, fast)
+        reference.plan_requests(*plan, active, green, stage, t, time_s, 1.0, slow_step, slow)
+        np.testing.assert_array_equal(fast, slow)
+        np.testing.assert_array_equal(fast_step, slow_step)
+        assert (fast[~active] == 7).all()
+        assert (fast[active] >= 0).any() and (fast[active] == kernels.KEEP).any()
+    for signal in range(n):
+        for time_s in (0.0, 41.0, 1000.5):
+            assert (kernels.plan_position(*plan[:1], *plan[2:], time_s, signal)
+                    == pytest.approx(reference.plan_position(*plan[:1], *plan[2:], time_s, signal)))
 
 
 def test_advance_signals_matches_reference_over_many_steps():
@@ -94,6 +119,10 @@ def test_advance_signals_matches_reference_over_many_steps():
     # The grid has no crossings: mark some changes as ending one, at some signals with a walk clearance.
     ends_crossing = net.needs_clearance & (rng.random(net.needs_clearance.size) < 0.5)
     crossing_s = rng.choice([0.0, 5.0, 2.5], n)
+    # And give some changes an interim of the program's own (1-3 steps of 1-4.5 s).
+    interim_steps = np.where(rng.random(net.needs_clearance.size) < 0.3, rng.integers(1, 4, net.needs_clearance.size), 0)
+    interim_ptr = np.concatenate(([0], np.cumsum(interim_steps))).astype(np.int64)
+    interim_s = rng.choice([1.0, 2.0, 2.5, 4.5], interim_ptr[-1])
     states = []
     for _ in range(2):
         states.append(dict(green=np.zeros(n, np.int32), nxt=np.zeros(n, np.int32),
@@ -104,12 +133,13 @@ def test_advance_signals_matches_reference_over_many_steps():
         requested = np.where(rng.random(n) < 0.3, rng.integers(0, 100, n) % n_phases, -1).astype(np.int32)
         for impl, s in zip((kernels, reference), states):
             impl.advance_signals(requested, 1.0, net.phase_ptr, net.transition_offset, net.needs_clearance,
-                                 ends_crossing, crossing_s, yellow, all_red, min_g, s["green"], s["nxt"], s["stage"],
-                                 s["t"], s["changed"])
+                                 ends_crossing, crossing_s, yellow, all_red, interim_ptr, interim_s, min_g, s["green"],
+                                 s["nxt"], s["stage"], s["t"], s["changed"])
         for key in states[0]:
             np.testing.assert_array_equal(states[0][key], states[1][key], err_msg=key)
         stages_seen |= set(states[0]["stage"].tolist())
-    assert stages_seen == {kernels.STAGE_GREEN, kernels.STAGE_YELLOW, kernels.STAGE_ALL_RED, kernels.STAGE_CROSSING}
+    assert stages_seen == {kernels.STAGE_GREEN, kernels.STAGE_YELLOW, kernels.STAGE_ALL_RED, kernels.STAGE_CROSSING,
+                           kernels.STAGE_INTERIM}
 
 
 def test_count_conflicting_greens_matches_reference():
@@ -429,6 +459,11 @@ def test_schedule_phases_matches_reference(seed):
     calls = {kernels._conflicting_call(s, green[s], queued, service, controller.signal_lane_ptr, controller.signal_lane,
                                        net.phase_ptr, controller.phase_lane_ptr, controller.phase_lane) for s in past_max}
     assert calls == {True, False}   # past max green, both called and resting signals are compared
+    # Every third signal runs in cyclic order: only some of its phases may start.
+    allowed = np.ones(net.n_phases, dtype=bool)
+    for signal in range(0, net.n_signals, 3):
+        allowed[net.phase_ptr[signal]:net.phase_ptr[signal + 1]] = rng.random(net.phase_ptr[signal + 1]
+                                                                              - net.phase_ptr[signal]) < 0.4
     decisions = []
     for ops in (kernels, reference):
         requested = np.zeros(net.n_signals, dtype=np.int32)
@@ -436,9 +471,11 @@ def test_schedule_phases_matches_reference(seed):
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
                             controller.phase_lane_ptr, controller.phase_lane, share, holds, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
-                            1000.0, last_discharge, 120.0, controller.queue, requested)
+                            1000.0, last_discharge, 120.0, allowed, controller.queue, requested)
         decisions.append(requested)
     np.testing.assert_array_equal(*decisions)
+    chosen = np.flatnonzero(decisions[0] >= 0)
+    assert allowed[net.phase_ptr[chosen] + decisions[0][chosen]].all()
     deciding = (stage == kernels.STAGE_GREEN) & (elapsed >= min_green)
     assert (decisions[0][deciding] >= 0).any() and (decisions[0][deciding] == kernels.KEEP).any()
     assert (decisions[0][~deciding] == kernels.KEEP).all()
@@ -448,5 +485,29 @@ def test_schedule_phases_matches_reference(seed):
                             controller.signal_lane_ptr, controller.signal_lane, net.phase_ptr,
                             controller.phase_lane_ptr, controller.phase_lane, share, holds, net.transition_offset,
                             net.needs_clearance, controller.lost_s, green, stage, elapsed, min_green, max_green, 60.0,
-                            1000.0, np.full(n, 1000.0), 120.0, controller.queue, unstalled)
+                            1000.0, np.full(n, 1000.0), 120.0, allowed, controller.queue, unstalled)
     assert (unstalled != decisions[0]).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cyclic_starts_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    n_phases, phase_ptr = random_signal_state(rng, n)
+    plan_ptr, plan_phase, *_ = random_plans(rng, n_phases)
+    plan_min = np.where(rng.random(plan_ptr[-1]) < 0.5, rng.integers(5, 20, plan_ptr[-1]), -1.0)
+    plan_max = np.where(rng.random(plan_ptr[-1]) < 0.5, rng.integers(20, 90, plan_ptr[-1]), -1.0)
+    cyclic = rng.random(n) < 0.6
+    green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
+    stage = rng.integers(0, 3, n).astype(np.int8)
+    outputs = []
+    for ops in (kernels, reference):
+        out = (np.zeros(n, np.int32), np.zeros(phase_ptr[-1], bool), np.zeros(n), np.zeros(n))
+        ops.cyclic_starts(plan_ptr, plan_phase, plan_min, plan_max, cyclic, phase_ptr, green, stage, 30.0, *out)
+        outputs.append(out)
+    for fast, slow in zip(*outputs):
+        np.testing.assert_array_equal(fast, slow)
+    allowed = outputs[0][1]
+    owner = np.repeat(np.arange(n), n_phases)
+    assert allowed[~cyclic[owner]].all() and not allowed[cyclic[owner]].all()
+    assert allowed[phase_ptr[:-1] + green].all()     # keeping the current phase is always allowed
