@@ -19,7 +19,7 @@ from .network import NetworkError, load_network, load_scenario_network
 from .plots import comparison_chart, scenarios_chart
 from .run import DEFAULT_COMPARE, RunOptions, build_report, compare, run_gateway, simulate
 from .scenario import ScenarioError, load_scenario
-from .sumo_adapter import BACKENDS
+from .sumo_adapter import BACKENDS, SimulationError
 
 __all__ = ["main"]
 
@@ -74,7 +74,8 @@ def _options(args) -> RunOptions:
     return RunOptions(backend=backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
                       preemption=preemption, pace=getattr(args, "pace", None),
                       detectors=getattr(args, "detectors", "auto"),
-                      timing=SignalTiming(min_all_red_s=args.min_all_red), sumo_home=args.sumo_home)
+                      timing=SignalTiming(min_all_red_s=args.min_all_red), sumo_home=args.sumo_home,
+                      output_dir=getattr(args, "output_dir", None))
 
 
 def _write_json(report: dict, path: str | None) -> None:
@@ -307,6 +308,9 @@ def _add_detectors_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sumo_home_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", metavar="DIR",
+                        help="keep each run's SUMO log and every output the scenario's own files ask for in "
+                             "DIR/SCENARIO-CONTROLLER-seedN (default: a temporary folder, deleted after the run)")
     parser.add_argument("--sumo-home", metavar="PATH",
                         help="run the SUMO installed at PATH (PATH/bin/sumo, through TraCI) instead of the "
                              "eclipse-sumo package's, e.g. the SUMO 1.9.2 of `make sumo-1.9` for RESCO's version")
@@ -441,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     try:
         args.handler(args)
-    except (ScenarioError, NetworkError, ValueError, TimeoutError) as exc:
+    except (ScenarioError, NetworkError, SimulationError, ValueError, TimeoutError) as exc:
         print(f"citybrain: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -134,6 +134,9 @@ class CityBrainController:
         self.least_green_s = np.zeros(net.n_signals)
         self.start_allowed = np.ones(net.n_phases, dtype=bool)
         self.plan_step = np.zeros(net.n_signals, dtype=np.int32)
+        if config.phase_order not in PHASE_ORDERS:
+            raise ValueError(f"unknown phase order {config.phase_order!r}; choose from {', '.join(PHASE_ORDERS)}")
+        self.cyclic = net.keeps_order if config.phase_order == "program" else np.zeros(net.n_signals, dtype=bool)
         self.queue = np.zeros(max(int(np.diff(self.signal_lane_ptr).max(initial=0)), 1))
         self._started = False
 
@@ -151,7 +154,7 @@ class CityBrainController:
         k.arrival_profile(
             frame.vehicles, frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_start_s,
             self.zone_end_s, self.arrival_window_s, self.mean_arrival_rate, self.arrival_profile)
-        k.cyclic_starts(net.plan_ptr, net.plan_phase, net.plan_min_s, net.plan_max_s, net.keeps_order, net.phase_ptr,
+        k.cyclic_starts(net.plan_ptr, net.plan_phase, net.plan_min_s, net.plan_max_s, self.cyclic, net.phase_ptr,
                         signals.green_phase, signals.stage, config.called_max_green_s, self.plan_step,
                         self.start_allowed, self.least_green_s, self.max_green_s)
         k.schedule_phases(
@@ -203,6 +206,9 @@ def _approach_lanes(net: Network, permissive_share: float, split_lane_share: flo
     return (as_i32(signal_ptr), as_i32(signal_lanes), as_i32(phase_ptr), as_i32(phase_lanes), np.array(shares),
             np.array(holds, dtype=bool))
 
+
+# ControllerConfig.phase_order.
+PHASE_ORDERS = ("free", "program")
 
 # network.Network.phase_green_level of a protected green ('G'; 1 is a permissive 'g').
 PROTECTED_GREEN = 2

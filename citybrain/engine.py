@@ -42,7 +42,9 @@ class Engine:
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
         self.preempting = np.zeros(network.n_signals, dtype=bool)   # stays all False without preemption
         # Signals that run the program's plan whatever their detectors say (`observe_lanes`).
-        self.on_plan = np.zeros(network.n_signals, dtype=bool)
+        # (Every signal, where the controller is the plan itself.)
+        self._all_on_plan = isinstance(controller, FixedTimePlan)
+        self.on_plan = np.full(network.n_signals, self._all_on_plan)
         self._plan_now = np.zeros(network.n_signals, dtype=bool)
         self._started = False
 
@@ -53,7 +55,7 @@ class Engine:
         net = self.network
         blind = np.zeros(net.n_signals, dtype=bool)
         blind[net.move_signal[~observed[net.move_in_lane]]] = True
-        self.on_plan[:] = blind
+        self.on_plan[:] = blind | self._all_on_plan
 
     def observed_share(self, observed: np.ndarray) -> np.ndarray:
         """Per signal, the share of its approach lanes that `observed` covers."""
@@ -77,16 +79,18 @@ class Engine:
         if not self._started:
             self._started = True
             self.fallback.step[:] = self.safety.start_on_plan(frame.time_s)
+            if self._all_on_plan:
+                self.controller.step[:] = self.fallback.step
             return self._commands(np.arange(self.network.n_signals, dtype=np.int32))
         self.controller.decide(frame, self.safety, self.requested)
         plan = self.on_plan
         if fallback is not None and fallback.any():
             plan = np.logical_or(self.on_plan, fallback, out=self._plan_now)
-        if plan.any():
+        if plan.any() and not self._all_on_plan:
             self.fallback.decide(frame, self.safety, self.requested, plan)
         if self.preemption is not None:
             self.preempting = self.preemption.plan(frame, self.safety, self.requested)
-        changed = self.safety.advance(self.requested, self.preempting)
+        changed = self.safety.advance(self.requested, self.preempting, plan)
         return self._commands(np.flatnonzero(changed).astype(np.int32))
 
     def _commands(self, signals: np.ndarray) -> SignalCommands:

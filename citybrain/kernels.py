@@ -612,12 +612,13 @@ def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_pt
 
 @jit
 def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, ends_crossing,
-                    crossing_clearance_s, yellow_s, all_red_s, interim_ptr, interim_s, min_green_s, green_phase,
-                    next_phase, stage, stage_time_s, changed):
+                    crossing_clearance_s, yellow_s, all_red_s, interim_ptr, interim_s, on_plan, min_green_s,
+                    green_phase, next_phase, stage, stage_time_s, changed):
     """Advance every signal's stage machine by dt_s (the safety layer's core).
 
-    green -> [crossing clearance] -> yellow -> all-red -> green, or green -> the
-    program's own interim -> green where it has one for the change. A request is
+    green -> [crossing clearance] -> yellow -> all-red -> green, or, at signals
+    running their program's plan (on_plan), green -> the program's own interim ->
+    green where it has one for the change. A request is
     honoured only in green after the minimum green; clearance is served in full (a
     yellow of 2.5 s lasts 3 steps of 1 s, never 2). A change that ends a crossing's
     green first shows the ending crossings red for crossing_clearance_s while the
@@ -637,7 +638,7 @@ def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearan
                 continue
             next_phase[signal] = target
             transition = transition_offset[signal] + green_phase[signal] * n + target
-            if interim_ptr[transition + 1] > interim_ptr[transition]:
+            if on_plan[signal] and interim_ptr[transition + 1] > interim_ptr[transition]:
                 stage[signal] = STAGE_INTERIM
             elif ends_crossing[transition] and crossing_clearance_s[signal] > 0.0:
                 stage[signal] = STAGE_CROSSING

@@ -80,6 +80,9 @@ class Network:
     # Per link (flat, `link_offset`): the shortest yellow the program shows that link,
     # else its signal's yellow_s. What the monitor holds every yellow of that link to.
     link_yellow_s: np.ndarray          # float64 [links]
+    # Per link, the shortest green the program shows it (inf if none): a city's interim
+    # may release a turn for less than our minimum green, and the monitor accepts that much.
+    link_green_s: np.ndarray           # float64 [links]
     # One line per program phase whose conflicting protected greens were demoted to
     # permissive: "signal 'x' phase 3: links 4, 7 G -> g (foes of links 1, 2)".
     repairs: tuple[str, ...]
@@ -122,6 +125,10 @@ class Network:
     # shows that for crossing_clearance_s (`_pedestrian_clearance`; 0: no such stage).
     crossing_clearance_s: np.ndarray   # float64 [signals]
     ends_crossing: np.ndarray          # bool
+    # The shortest time the program itself leaves between a walk ending and a vehicle
+    # link of that signal turning green (inf if it never does both): the monitor holds
+    # signals to the walk clearance, or to this where the city's own program gives less.
+    program_walk_gap_s: np.ndarray     # float64 [signals]
     # The program's own interim between two candidate phases, where its cycle goes
     # straight from one to the other: transition t (flattened as needs_clearance)
     # shows interim_states[k] for interim_s[k], k in interim_ptr[t]:interim_ptr[t+1];
@@ -346,7 +353,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         return lane_index[key]
 
     signal_ids, programs, n_links_list, yellow, all_red, crossing_clearance = [], [], [], [], [], []
-    offsets, cycles, link_yellow, repairs = [], [], [], []
+    offsets, cycles, link_yellow, link_green, repairs, walk_gap = [], [], [], [], [], []
     phase_ptr, phase_states, phase_green_s, phase_levels, phase_link_ptr = [0], [], [], [], [0]
     move_signal, move_link, move_in, move_out = [], [], [], []
     term_ptr, term_in, term_out, term_w = [0], [], [], []
@@ -395,8 +402,10 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         yellow.append(_clearance(states, "yellow"))
         all_red.append(_clearance(states, "all_red"))
         link_yellow.append(_link_yellow_s(states, n_links, yellow[-1]))
+        link_green.append(_shortest_run(states, n_links, "Gg", np.inf))
         crossing = np.array([link not in vehicle_links for link in range(n_links)])
         crossing_clearance.append(_pedestrian_clearance(states, crossing))
+        walk_gap.append(_walk_gap(states, crossing))
 
         for in_lane, out_lane, link in connections:
             move_signal.append(signal)
@@ -480,6 +489,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         program_cycle_s=np.array(cycles, dtype=np.float64),
         keeps_order=np.array(all_red, dtype=np.float64) > 0.0,
         link_yellow_s=np.concatenate(link_yellow),
+        link_green_s=np.concatenate(link_green),
         repairs=tuple(repairs),
         phase_ptr=i32(phase_ptr),
         phase_states=tuple(phase_states),
@@ -499,6 +509,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         transition_offset=np.asarray(transition_offset, dtype=np.int64),
         needs_clearance=np.concatenate(transition_blocks),
         crossing_clearance_s=np.array(crossing_clearance, dtype=np.float64),
+        program_walk_gap_s=np.array(walk_gap, dtype=np.float64),
         ends_crossing=np.concatenate(crossing_blocks),
         interim_ptr=np.asarray(interim_ptr, dtype=np.int64),
         interim_states=tuple(interim_states),
@@ -669,13 +680,19 @@ def _repair_conflicts(states: list[tuple[str, float, float, float]], conflict: n
 
 def _link_yellow_s(states: list[tuple[str, float, float, float]], n_links: int, default_s: float) -> np.ndarray:
     """Per link, the shortest run of yellow the program shows it (default_s if none)."""
+    return _shortest_run(states, n_links, "y", default_s)
+
+
+def _shortest_run(states: list[tuple[str, float, float, float]], n_links: int, chars: str,
+                  default_s: float) -> np.ndarray:
+    """Per link, the shortest run of phases showing it one of `chars` (default_s if none)."""
     out = np.full(n_links, default_s)
     durations = [phase[1] for phase in states]
     for link in range(n_links):
-        marks = ["y" if phase[0][link] == "y" else "-" for phase in states]
-        yellows = [run_s for mark, run_s in _runs(marks, durations) if mark == "y"]
-        if yellows and len(set(marks)) > 1:
-            out[link] = min(yellows)
+        marks = ["on" if phase[0][link] in chars else "-" for phase in states]
+        runs = [run_s for mark, run_s in _runs(marks, durations) if mark == "on"]
+        if runs and len(set(marks)) > 1:
+            out[link] = min(runs)
     return out
 
 
@@ -717,6 +734,22 @@ def _pedestrian_clearance(states: list[tuple[str, float, float, float]], crossin
             j += 1
         longest = max(longest, held)
     return longest
+
+
+def _walk_gap(states: list[tuple[str, float, float, float]], crossing: np.ndarray) -> float:
+    """The shortest time from a crossing's walk ending to a vehicle link turning green
+    in the program's cycle (inf if that never happens)."""
+    shortest, since = np.inf, np.inf
+    n = len(states)
+    for k in range(2 * n):   # twice round, so changes across the cycle's end count
+        before, now = states[(k - 1) % n][0], states[k % n][0]
+        if any(crossing[link] and before[link] in "Gg" and now[link] not in "Gg" for link in range(len(now))):
+            since = 0.0
+        if k >= n and any(not crossing[link] and before[link] not in "Gg" and now[link] in "Gg"
+                          for link in range(len(now))):
+            shortest = min(shortest, since)
+        since += states[k % n][1]
+    return shortest
 
 
 def _conflicts(tls, connections, n_links: int) -> np.ndarray:

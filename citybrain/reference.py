@@ -273,8 +273,8 @@ def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offse
 
 
 def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, ends_crossing,
-                    crossing_clearance_s, yellow_s, all_red_s, interim_ptr, interim_s, min_green_s, green_phase,
-                    next_phase, stage, stage_time_s, changed):
+                    crossing_clearance_s, yellow_s, all_red_s, interim_ptr, interim_s, on_plan, min_green_s,
+                    green_phase, next_phase, stage, stage_time_s, changed):
     stage_time_s += dt_s
     # Interims first: their own timing, one signal at a time.
     interim_changed = np.zeros_like(changed)
@@ -292,7 +292,7 @@ def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearan
         & (requested < n_phases)
     target = np.where(wants, requested, 0)
     transition = transition_offset[:-1] + green_phase * n_phases + target
-    interim = (interim_ptr[transition + 1] > interim_ptr[transition]) & wants
+    interim = (interim_ptr[transition + 1] > interim_ptr[transition]) & wants & on_plan
     clearance = needs_clearance[transition] & wants & ~interim
     crossing = ends_crossing[transition] & wants & (crossing_clearance_s > 0) & ~interim
     crossing_done = (stage == STAGE_CROSSING) & (stage_time_s >= crossing_clearance_s)

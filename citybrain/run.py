@@ -22,7 +22,7 @@ from .network import Network, load_scenario_network
 from .preemption import Preemption
 from .safety import SafetyMonitor
 from .scenario import Scenario, load_scenario
-from .sumo_adapter import SumoOptions, SumoSimulation, count_emergency_braking
+from .sumo_adapter import SumoOptions, SumoSimulation, count_emergency_braking, summarize_log
 
 __all__ = ["RunOptions", "simulate", "simulate_in_processes", "run_gateway", "compare", "build_report", "sumo_versions",
            "DEFAULT_COMPARE"]
@@ -54,6 +54,9 @@ class RunOptions:
     pace: float | None = None     # simulated s per wall s; None: as fast as possible
     detectors: str = "auto"       # what controllers see: detectors.DETECTOR_MODES
     sumo_home: str | None = None  # another SUMO installation, run through TraCI (backend "traci")
+    # Where a run keeps SUMO's log and every output the scenario's files ask for
+    # (OUTPUT_DIR/SCENARIO-CONTROLLER-seedN); None: a temporary folder, deleted after.
+    output_dir: str | None = None
 
 
 def simulate(scenario_path: str | Path, controller_name: str, options: RunOptions = RunOptions(),
@@ -104,7 +107,12 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     timing = {"sumo_step_s": 0.0, "sumo_io_s": 0.0, "engine_s": 0.0, "audit_s": 0.0}
     started = time.perf_counter()
     pacer = _Pacer(options.pace)
-    sim = SumoSimulation(scenario, network, sumo_options)
+    workdir = None
+    if options.output_dir:
+        name = "native" if native else getattr(getattr(control, "controller", None), "name", "wire")
+        workdir = Path(options.output_dir) / f"{scenario.name}-{native or name}-seed{options.seed}"
+        workdir.mkdir(parents=True, exist_ok=True)
+    sim = SumoSimulation(scenario, network, sumo_options, workdir)
     figures = _LiveFigures() if live else None
     series = _Series()
     observed_share = None
@@ -140,6 +148,7 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
             series.sample(sim, final=True)
         metrics, emergency = read_tripinfo(sim.tripinfo_path, sim.loaded_veh, frozenset(sim.emergency_ids))
         emergency_braking = count_emergency_braking(sim.log_path)
+        sumo_messages = summarize_log(sim.log_path)
     finally:
         sim.cleanup()
     report = monitor.report
@@ -150,6 +159,8 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         "teleports": sim.teleports,
         "sumo_version": sim.sumo_version,
         "emergency_braking": emergency_braking,
+        # SUMO's warnings and errors by kind (its log is kept with --output-dir).
+        "sumo_messages": sumo_messages,
         "safety_violations": report.violations,
         "safety": report.as_dict(),
         # Emergency vehicles: what they met at each signal, and what preemption did.

@@ -51,17 +51,22 @@ class SafetyLayer:
         self.stage = np.full(n, STAGE_GREEN, dtype=np.int8)
         self.stage_time_s = np.zeros(n, dtype=np.float64)
         self.changed = np.zeros(n, dtype=bool)
+        self._nowhere = np.zeros(n, dtype=bool)
         self._n_phases = np.diff(network.phase_ptr).astype(np.int64)
         sizes = N_STAGES * self._n_phases * self._n_phases       # stages x phase x next phase
         self._state_base = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
         self._state_table: list[str | None] = [None] * int(sizes.sum())
         self._codes = np.zeros(n, dtype=np.int64)
 
-    def advance(self, requested: np.ndarray, preempting: np.ndarray | None = None) -> np.ndarray:
+    def advance(self, requested: np.ndarray, preempting: np.ndarray | None = None,
+                on_plan: np.ndarray | None = None) -> np.ndarray:
         """Apply this period's requests; returns the mask of signals whose display changed.
 
         At signals with preempting[i], an emergency vehicle's request may end the
-        green after `SignalTiming.preemption_min_green_s`; clearance stays whole."""
+        green after `SignalTiming.preemption_min_green_s`; clearance stays whole.
+        Signals with on_plan[i] run their program's plan, and change through its own
+        interims; the others through our clearance (the program's longest yellow and
+        all-red), as adaptive control chooses phases the program may not put together."""
         net = self.network
         min_green_s = self.min_green_s
         if preempting is not None and preempting.any():
@@ -70,7 +75,8 @@ class SafetyLayer:
             np.copyto(min_green_s, self._preempt_min_green_s, where=preempting)
         self.kernels.advance_signals(
             requested, self.dt_s, net.phase_ptr, net.transition_offset, net.needs_clearance, net.ends_crossing,
-            net.crossing_clearance_s, net.yellow_s, net.all_red_s, net.interim_ptr, net.interim_s, min_green_s,
+            net.crossing_clearance_s, net.yellow_s, net.all_red_s, net.interim_ptr, net.interim_s,
+            self._nowhere if on_plan is None else on_plan, min_green_s,
             self.green_phase, self.next_phase, self.stage, self.stage_time_s, self.changed,
         )
         return self.changed
@@ -173,8 +179,9 @@ class SafetyMonitor:
     def __init__(self, network: Network, min_green_s: float, dt_s: float, preemption_min_green_s: float = 0.0):
         self.network = network
         self.dt_s = dt_s
-        self.min_green_s = min_green_s
-        self.preemption_min_green_s = min(preemption_min_green_s, min_green_s)
+        # The floor, or less where the program itself shows a link green for less.
+        self.min_green_s = np.minimum(min_green_s, network.link_green_s)
+        self.preemption_min_green_s = np.minimum(preemption_min_green_s, self.min_green_s)
         self.link_offset = network.link_offset
         n_links = int(self.link_offset[-1])
         owner = np.repeat(np.arange(network.n_signals), network.signal_n_links)
@@ -188,7 +195,7 @@ class SafetyMonitor:
         # all-pedestrian phase, only their all-red).
         walked = network.crossing_clearance_s > 0.0
         self.walk_link = ~self.vehicle_link & walked[owner]
-        self.walk_clear_s = network.crossing_clearance_s
+        self.walk_clear_s = np.minimum(network.crossing_clearance_s, network.program_walk_gap_s)
         self.since_walk_s = np.full(network.n_signals, np.inf)
         self.green_run_s = np.zeros(n_links)
         self.yellow_run_s = np.zeros(n_links)

@@ -7,8 +7,14 @@ trip per step. Both give identical results for the same seed.
 """
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
 import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -22,7 +28,12 @@ from .network import Network
 from .scenario import Scenario, ScenarioError
 from .sumo_home import ensure_sumo_home, sumo_binary, sumo_version
 
-__all__ = ["SumoSimulation", "SumoOptions", "EmergencyAudit", "BACKENDS", "count_emergency_braking"]
+__all__ = ["SumoSimulation", "SumoOptions", "EmergencyAudit", "BACKENDS", "SimulationError", "count_emergency_braking",
+           "summarize_log"]
+
+
+class SimulationError(RuntimeError):
+    """SUMO refused or stopped a run: the scenario, and SUMO's own message."""
 
 BACKENDS = ("libsumo", "traci")
 ACTUATED_PROGRAM_ID = "citybrain-actuated"
@@ -141,16 +152,23 @@ class SumoSimulation:
         if version >= (1, 10):
             # SUMO 1.9 writes undeparted trips with write-unfinished, and rejects this as a repeat of it.
             args += ["--tripinfo-output.write-undeparted", "true"]
+        # Outputs the scenario's own files ask for go to the run's folder, never the scenario's.
+        args += self._redirected_outputs()
+        additional = [self._with_outputs_here(path) for path in additional]
         if additional:
             args += ["--additional-files", ",".join(str(p) for p in additional)]
-        if self.options.backend == "libsumo":
-            import libsumo as api
-            api.start(args)
-        else:
-            import traci as api
-            # SUMO's own messages go to its --log file.
-            api.start(args, label=f"citybrain-{id(self)}", stdout=subprocess.DEVNULL)
-            api.switch(f"citybrain-{id(self)}")
+        try:
+            with self._console_to_file():
+                if self.options.backend == "libsumo":
+                    import libsumo as api
+                    api.start(args)
+                else:
+                    import traci as api
+                    # SUMO's own messages go to its --log file.
+                    api.start(args, label=f"citybrain-{id(self)}", stdout=subprocess.DEVNULL)
+                    api.switch(f"citybrain-{id(self)}")
+        except Exception as exc:   # libsumo's and traci's errors carry unpicklable SWIG objects
+            raise SimulationError(f"{self.scenario.config}: SUMO would not run it: {self._sumo_error(exc)}") from None
         self._api = api
         self.step_s = api.simulation.getDeltaT()
         if self.options.native_program == "actuated":
@@ -159,6 +177,68 @@ class SumoSimulation:
         if self.options.backend == "traci":
             self._subscribe()
         ensure_sumo_home()  # `import libsumo` resets SUMO_HOME; keep ours for later tool calls
+
+    def _sumo_error(self, exc: Exception) -> str:
+        """SUMO's first error line from its log, else the exception's own text."""
+        if self.log_path.is_file():
+            with open(self.log_path, errors="replace") as log:
+                for line in log:
+                    if line.startswith("Error:"):
+                        return line[len("Error:"):].strip()
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+    @contextmanager
+    def _console_to_file(self):
+        """SUMO also prints every message it logs on the console; send the process's
+        own stdout and stderr (file descriptors 1 and 2) to the run's folder meanwhile,
+        so warnings do not flood the terminal around the progress bar."""
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        with open(self.workdir / "sumo-console.log", "ab") as console:
+            os.dup2(console.fileno(), 1)
+            os.dup2(console.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                for fd in saved:
+                    os.close(fd)
+
+    def _redirected_outputs(self) -> list[str]:
+        """Command-line overrides sending each output file the .sumocfg names into the run's folder."""
+        try:
+            root = ET.parse(self.scenario.config).getroot()
+        except ET.ParseError:
+            return []
+        ours = {"tripinfo-output", "log", "tripinfo-output.write-unfinished", "tripinfo-output.write-undeparted"}
+        args = []
+        for element in root.iter():
+            key, value = element.tag, element.get("value")
+            if value and key not in ours and (key.endswith("-output") or key in _OUTPUT_FILE_OPTIONS):
+                args += [f"--{key}", str(self.workdir / f"scenario-{Path(value).name}")]
+        return args
+
+    def _with_outputs_here(self, path: Path) -> Path:
+        """`path`, or where it names output files (`file`, `output` attributes of
+        detectors, edge data, probes), a copy in the run's folder writing them there."""
+        try:
+            tree = ET.parse(path)
+        except (ET.ParseError, OSError):
+            return path   # SUMO itself will say what is wrong with it
+        changed = False
+        for element in tree.getroot().iter():
+            for key in ("file", "output"):
+                value = element.get(key)
+                if value and element.tag not in ("include",):
+                    element.set(key, str(self.workdir / f"scenario-{Path(value).name}"))
+                    changed = True
+        if not changed:
+            return path
+        copy = self.workdir / f"scenario-{path.name}"
+        tree.write(copy)
+        return copy
 
     def close(self) -> None:
         if self._api is not None:
@@ -179,7 +259,12 @@ class SumoSimulation:
         api = self._api
         vehicle = api.vehicle
         for _ in range(max(1, round(seconds / self.step_s))):
-            api.simulationStep()
+            try:
+                with self._console_to_file():
+                    api.simulationStep()
+            except Exception as exc:   # libsumo's and traci's errors carry unpicklable SWIG objects
+                raise SimulationError(f"{self.scenario.config}: SUMO stopped at {self.time_s:g} s: "
+                                      f"{self._sumo_error(exc)}") from None
             self.teleports += api.simulation.getStartingTeleportNumber()
             self.loaded_veh += api.simulation.getLoadedNumber()
             self.departed_veh += api.simulation.getDepartedNumber()
@@ -409,6 +494,24 @@ class EmergencyAudit:
     def as_dict(self) -> dict:
         not_green = [f"{v}@{s}" for (v, s, _), green in self.passes.items() if not green]
         return {"signals_passed": len(self.passes), "not_green": len(not_green), "not_green_at": not_green[:20]}
+
+
+# Output-file options of SUMO's configuration whose names do not end in "-output".
+_OUTPUT_FILE_OPTIONS = ("message-log", "error-log", "netstate-dump")
+
+
+def summarize_log(log_path: Path, top: int = 12) -> dict[str, int]:
+    """SUMO's warnings and errors in a run's log, counted by kind: the message with
+    ids and numbers taken out (e.g. "Warning: Teleporting vehicle '*'; waited too
+    long (jam), lane='*', time=#.")."""
+    kinds: Counter = Counter()
+    if log_path.is_file():
+        with open(log_path, errors="replace") as log:
+            for line in log:
+                if line.startswith(("Warning:", "Error:")):
+                    kind = re.sub(r"'[^']*'", "'*'", line.strip())
+                    kinds[re.sub(r"-?\d+(\.\d+)?", "#", kind)[:120]] += 1
+    return dict(kinds.most_common(top))
 
 
 def count_emergency_braking(log_path: Path) -> int:

@@ -123,6 +123,7 @@ def test_advance_signals_matches_reference_over_many_steps():
     interim_steps = np.where(rng.random(net.needs_clearance.size) < 0.3, rng.integers(1, 4, net.needs_clearance.size), 0)
     interim_ptr = np.concatenate(([0], np.cumsum(interim_steps))).astype(np.int64)
     interim_s = rng.choice([1.0, 2.0, 2.5, 4.5], interim_ptr[-1])
+    on_plan = rng.random(n) < 0.5   # only signals on their plan play the program's interims
     states = []
     for _ in range(2):
         states.append(dict(green=np.zeros(n, np.int32), nxt=np.zeros(n, np.int32),
@@ -133,7 +134,8 @@ def test_advance_signals_matches_reference_over_many_steps():
         requested = np.where(rng.random(n) < 0.3, rng.integers(0, 100, n) % n_phases, -1).astype(np.int32)
         for impl, s in zip((kernels, reference), states):
             impl.advance_signals(requested, 1.0, net.phase_ptr, net.transition_offset, net.needs_clearance,
-                                 ends_crossing, crossing_s, yellow, all_red, interim_ptr, interim_s, min_g, s["green"],
+                                 ends_crossing, crossing_s, yellow, all_red, interim_ptr, interim_s, on_plan, min_g,
+                                 s["green"],
                                  s["nxt"], s["stage"], s["t"], s["changed"])
         for key in states[0]:
             np.testing.assert_array_equal(states[0][key], states[1][key], err_msg=key)
