@@ -285,8 +285,8 @@ def scenarios(configs: dict[str, Path], controllers: tuple[str, ...], seeds: tup
     for name, by_controller in runs.items():
         summary[name] = {}
         for controller, results in by_controller.items():
-            delays = np.array([r["mean_delay_s"] for r in results])
-            resco_delays = np.array([r["resco_delay_s"] for r in results])
+            delays = np.array([r["mean_delay_s"] for r in results], dtype=float)   # None (no arrival): nan
+            resco_delays = np.array([r["resco_delay_s"] for r in results], dtype=float)
             summary[name][controller] = {
                 "mean_delay_s": round(float(delays.mean()), 2),
                 "delay_std_s": round(float(delays.std(ddof=1)), 2) if len(delays) > 1 else 0.0,

@@ -24,7 +24,9 @@ from .sumo_adapter import BACKENDS, SimulationError
 __all__ = ["main"]
 
 _COLUMNS = (
-    ("mean_delay_s", "delay s", "{:.1f}"),
+    # The headline: delay over every vehicle loaded, those still queued or not let in included.
+    ("resco_delay_s", "all-veh delay s", "{:.1f}"),
+    ("mean_delay_s", "arrived delay s", "{:.1f}"),
     ("mean_travel_time_s", "travel s", "{:.1f}"),
     ("mean_waiting_s", "waiting s", "{:.1f}"),
     ("mean_stops", "stops", "{:.2f}"),
@@ -38,7 +40,7 @@ _COLUMNS = (
 
 def format_table(report: dict) -> str:
     header = ["controller", *(title for _, title, _ in _COLUMNS)]
-    rows = [[name, *(fmt.format(result[key]) for key, _, fmt in _COLUMNS)]
+    rows = [[name, *("-" if result[key] is None else fmt.format(result[key]) for key, _, fmt in _COLUMNS)]
             for name, result in report["controllers"].items()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
@@ -228,7 +230,13 @@ def _bench_scenarios(args, bench) -> dict:
     configs = {}
     for path in args.scenario or []:
         configs[load_scenario(path).name] = Path(path)
-    if not args.scenario:
+    if not args.scenario and args.set in ("cities", "all"):
+        cities = Path(args.cities)
+        if not cities.is_dir():
+            raise ValueError(f"cities folder {cities} not found (--cities PATH)")
+        for folder in sorted(p for p in cities.iterdir() if p.is_dir() and any(p.glob("*.sumocfg"))):
+            configs[folder.name] = folder
+    if not args.scenario and args.set in ("resco", "all"):
         configs["grid10x10"] = Path("scenarios/grid10x10")
         resco = Path(args.resco)
         if not resco.is_dir():
@@ -405,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     scn = kinds.add_parser("scenarios", help="every controller on grid10x10 and the RESCO maps")
     scn.add_argument("--resco", default="../shared/networks/resco", help="RESCO maps folder")
     scn.add_argument("--scenario", action="append", help="run these instead (repeatable)")
+    scn.add_argument("--set", choices=("resco", "cities", "all"), default="resco",
+                     help="resco: grid10x10, the RESCO maps (and Berlin, if built); cities: the real-city "
+                          "scenarios in --cities; all: both (default resco)")
+    scn.add_argument("--cities", default="../shared/networks/cities", help="real-city scenarios folder")
     scn.add_argument("--controllers", default=",".join(DEFAULT_COMPARE))
     scn.add_argument("--seeds", default="42", help="comma-separated SUMO seeds (default 42)")
     scn.add_argument("--end", type=float, help="end time, s (default: each scenario's)")

@@ -13,16 +13,16 @@ __all__ = ["TripMetrics", "EmergencyMetrics", "read_tripinfo"]
 
 @dataclass(frozen=True)
 class TripMetrics:
-    mean_delay_s: float          # timeLoss + departDelay, per arrived vehicle
-    mean_travel_time_s: float    # duration
-    mean_waiting_s: float        # waitingTime (time below 0.1 m/s)
-    mean_stops: float            # waitingCount
+    mean_delay_s: float | None   # timeLoss + departDelay, per arrived vehicle (None: none arrived)
+    mean_travel_time_s: float | None    # duration
+    mean_waiting_s: float | None        # waitingTime (time below 0.1 m/s)
+    mean_stops: float | None            # waitingCount
     throughput_veh: int          # vehicles that arrived
     unfinished_veh: int          # still driving (or waiting to depart) at the end
     # RESCO's own figure (its utils/readXML.py): timeLoss + departDelay over every
     # vehicle, arrived or not, counted up to the end; a vehicle still waiting to
     # depart adds its whole wait. Stricter than mean_delay_s when traffic backs up.
-    resco_delay_s: float
+    resco_delay_s: float | None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,15 +72,15 @@ def read_tripinfo(path: str | Path, loaded_veh: int,
         if float(element.get("arrival", "-1")) >= 0:   # SUMO writes -1 for trips unfinished at the end
             (emergency if element.get("id") in emergency_ids else others).add(element)
         element.clear()
-    n = max(others.count, 1)
+    # With no vehicle arrived (or none loaded) a mean is None, never a flattering 0.
     trips = TripMetrics(
-        mean_delay_s=others.delay / n,
-        mean_travel_time_s=others.travel / n,
-        mean_waiting_s=others.waiting / n,
-        mean_stops=others.stops / n,
+        mean_delay_s=others.mean(others.delay),
+        mean_travel_time_s=others.mean(others.travel),
+        mean_waiting_s=others.mean(others.waiting),
+        mean_stops=others.mean(others.stops),
         throughput_veh=others.count,
         unfinished_veh=max(loaded_veh - len(emergency_ids) - others.count, 0),
-        resco_delay_s=every.delay / max(every.count, 1),
+        resco_delay_s=every.mean(every.delay),
     )
     return trips, EmergencyMetrics(len(emergency_ids), emergency.mean(emergency.delay),
                                    emergency.mean(emergency.travel), emergency.mean(emergency.stops))

@@ -131,7 +131,8 @@ class SumoSimulation:
 
     def start(self) -> None:
         ensure_sumo_home()
-        additional = list(self.scenario.additional_files)
+        # Outputs the scenario's own files ask for go to the run's folder, never the scenario's.
+        additional = [self._with_outputs_here(path) for path in self.scenario.additional_files]
         if self.options.native_program == "actuated":
             additional.append(self._write_actuated_programs())
         if self.loops is not None:
@@ -152,9 +153,7 @@ class SumoSimulation:
         if version >= (1, 10):
             # SUMO 1.9 writes undeparted trips with write-unfinished, and rejects this as a repeat of it.
             args += ["--tripinfo-output.write-undeparted", "true"]
-        # Outputs the scenario's own files ask for go to the run's folder, never the scenario's.
         args += self._redirected_outputs()
-        additional = [self._with_outputs_here(path) for path in additional]
         if additional:
             args += ["--additional-files", ",".join(str(p) for p in additional)]
         try:
@@ -180,11 +179,12 @@ class SumoSimulation:
 
     def _sumo_error(self, exc: Exception) -> str:
         """SUMO's first error line from its log, else the exception's own text."""
-        if self.log_path.is_file():
-            with open(self.log_path, errors="replace") as log:
-                for line in log:
-                    if line.startswith("Error:"):
-                        return line[len("Error:"):].strip()
+        for path in (self.log_path, self.workdir / "sumo-console.log"):
+            if path.is_file():
+                with open(path, errors="replace") as log:
+                    for line in log:
+                        if line.startswith("Error:"):
+                            return line[len("Error:"):].strip()
         return " ".join(str(exc).split()) or type(exc).__name__
 
     @contextmanager
@@ -231,7 +231,7 @@ class SumoSimulation:
         for element in tree.getroot().iter():
             for key in ("file", "output"):
                 value = element.get(key)
-                if value and element.tag not in ("include",):
+                if value and value not in _NULL_OUTPUTS:
                     element.set(key, str(self.workdir / f"scenario-{Path(value).name}"))
                     changed = True
         if not changed:
@@ -496,6 +496,8 @@ class EmergencyAudit:
         return {"signals_passed": len(self.passes), "not_green": len(not_green), "not_green_at": not_green[:20]}
 
 
+# SUMO's names for "write nothing".
+_NULL_OUTPUTS = ("NUL", "/dev/null")
 # Output-file options of SUMO's configuration whose names do not end in "-output".
 _OUTPUT_FILE_OPTIONS = ("message-log", "error-log", "netstate-dump")
 
