@@ -107,3 +107,19 @@ def test_a_waut_selects_the_program_in_force_at_the_start(tmp_path):
     assert programs["A0"].phases[0][1] == 40.0
     early = load_scenario(config).signal_programs(at_s=100.0)
     assert early["A0"].program_id == "city" and early["B0"].program_id == "night"
+
+
+def test_signals_with_an_unobserved_approach_run_their_plan(tmp_path):
+    """The scenario's own loops cover only signal A0's approaches: the other eight
+    signals run the city's plan, and the run reports it."""
+    probe = load_scenario_network(load_scenario(city_scenario(tmp_path / "probe")))
+    a0 = set(probe.move_in_lane[probe.move_signal == 0].tolist())
+    loops = "".join(f'<inductionLoop id="loop{lane}" lane="{probe.lane_ids[lane]}" pos="-3" period="1" file="NUL"/>'
+                    for lane in sorted(a0))
+    (tmp_path / "loops.add.xml").write_text(f"<additional>{loops}</additional>")
+    config = city_scenario(tmp_path, end_s=200, extra_additional="loops.add.xml")
+    citybrain, = simulate_in_processes([(str(config), "citybrain", RunOptions(detectors="auto"))], 1)
+    assert citybrain["detectors"] == "scenario"
+    assert citybrain["signals_on_plan"] == 8
+    assert citybrain["observed_lane_share"]["A0"] == 1.0 and citybrain["observed_lane_share"]["B1"] == 0.0
+    assert citybrain["safety_violations"] == 0
