@@ -52,13 +52,15 @@ def scenarios_chart(report: dict, path: Path) -> None:
     width = 0.8 / len(controllers)
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4.5))
     for i, controller in enumerate(controllers):
-        means = [report["scenarios"][n][controller]["mean_delay_s"] for n in names]
-        stds = [report["scenarios"][n][controller]["delay_std_s"] for n in names]
+        means = [report["scenarios"][n][controller]["resco_delay_s"] for n in names]
+        stds = [report["scenarios"][n][controller]["resco_delay_std_s"] for n in names]
         ax.bar(np.arange(len(names)) + (i - (len(controllers) - 1) / 2) * width, means, width, yerr=stds,
                label=controller, capsize=2)
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("mean delay per vehicle, s")
-    ax.set_yscale("log")
+    ax.set_ylabel("all-vehicle delay, s")
+    values = np.array([report["scenarios"][n][c]["resco_delay_s"] for n in names for c in controllers], dtype=float)
+    if (values > 0).any():
+        ax.set_yscale("log")
     ax.legend()
     ax.set_title("citybrain bench scenarios")
     fig.tight_layout()
