@@ -219,14 +219,13 @@ class FixedTimePlan:
     each ending where the program's cycle ends it, with the program's own interim
     phases between them (`kernels.plan_requests`). Started in step with the cycle
     (`SafetyLayer.start_on_plan`), it shows what SUMO's own run of the program
-    shows. The fallback for a signal whose detectors went silent or that adaptive
-    control hands back, and the gateway's local plan when the engine is gone."""
+    shows. The fallback for a signal whose detectors went silent or cannot see one
+    of its approaches, and the gateway's local plan when the engine is gone."""
 
     name = "fixed-plan"
 
-    def __init__(self, network: Network, period_s: float, kernels: ModuleType = compiled_kernels):
+    def __init__(self, network: Network, kernels: ModuleType = compiled_kernels):
         self.network = network
-        self.period_s = period_s
         self.kernels = kernels
         self.everywhere = np.ones(network.n_signals, dtype=bool)
         self.step = np.zeros(network.n_signals, dtype=np.int32)
@@ -239,7 +238,7 @@ class FixedTimePlan:
         self.kernels.plan_requests(net.plan_ptr, net.plan_phase, net.plan_end_s, net.plan_green_s,
                                    net.program_cycle_s, net.program_offset_s,
                                    self.everywhere if active is None else active, signals.green_phase, signals.stage,
-                                   signals.stage_time_s, time_s, self.period_s, self.step, requested)
+                                   time_s, self.step, requested)
 
 
 _ADAPTIVE = {cls.name: cls for cls in (MaxPressureController, CityBrainController)}
@@ -250,11 +249,10 @@ CONTROLLER_NAMES = (*NATIVE_PROGRAMS, PLAN, *_ADAPTIVE)
 
 
 def make_controller(name: str, network: Network, config: ControllerConfig | None = None,
-                    kernels: ModuleType = compiled_kernels, period_s: float = 1.0) -> Controller:
-    """`kernels`: citybrain.kernels (numba, the default) or citybrain.reference (plain numpy, for benchmarks).
-    `period_s`: the control period (`SignalTiming.control_period_s`)."""
+                    kernels: ModuleType = compiled_kernels) -> Controller:
+    """`kernels`: citybrain.kernels (numba, the default) or citybrain.reference (plain numpy, for benchmarks)."""
     if name == PLAN:
-        return FixedTimePlan(network, period_s, kernels)
+        return FixedTimePlan(network, kernels)
     try:
         cls = _ADAPTIVE[name]
     except KeyError:

@@ -36,7 +36,7 @@ class Engine:
         self.controller = controller
         self.timing = timing or SignalTiming()
         self.safety = SafetyLayer(network, self.timing, kernels)
-        self.fallback = FixedTimePlan(network, self.timing.control_period_s, kernels)
+        self.fallback = FixedTimePlan(network, kernels)
         preemption = preemption or PreemptionConfig()
         self.preemption = Preemption(network, self.timing, preemption, kernels) if preemption.enabled else None
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
@@ -73,7 +73,8 @@ class Engine:
         """Decide one control period. The first call commands every signal.
 
         Every signal starts where its program's cycle is. Signals with
-        fallback[i] (their detectors are stale) run the program's plan instead, through the same safety layer. Emergency
+        fallback[i] (their detectors are stale) or on_plan[i] (`observe_lanes`)
+        run the program's plan instead, through the same safety layer. Emergency
         preemption, when on, overrides both where a vehicle needs its green;
         `preempting` then marks the signals whose minimum green it may cut."""
         if not self._started:

@@ -54,7 +54,7 @@ class WireControl:
         self.options = options
         self.link = GatewayLink(options.engine_address)
         # The local plan is the net's fixed-time plan alone: preemption runs in the engine.
-        self.local = Engine(network, FixedTimePlan(network, timing.control_period_s), timing,
+        self.local = Engine(network, FixedTimePlan(network), timing,
                             preemption=PreemptionConfig(enabled=False))
         self.preempting = np.zeros(network.n_signals, dtype=bool)
         self.mirror = self.local.safety          # what the signals show, in stage-machine terms

@@ -542,7 +542,7 @@ def plan_position(plan_ptr, plan_end_s, plan_green_s, cycle_s, offset_s, time_s,
 
 @jit
 def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offset_s, active, green_phase, stage,
-                  stage_time_s, time_s, dt_s, plan_step, requested):
+                  time_s, plan_step, requested):
     """For signals with active[i]: the program's own plan. Each green of the plan
     ends when the cycle reaches the end of its window (time_s: the safety layer
     applies the request in this step), then the next step's phase is requested; the

@@ -253,7 +253,7 @@ def plan_position(plan_ptr, plan_end_s, plan_green_s, cycle_s, offset_s, time_s,
 
 
 def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offset_s, active, green_phase, stage,
-                  stage_time_s, time_s, dt_s, plan_step, requested):
+                  time_s, plan_step, requested):
     for signal in np.flatnonzero(active):
         requested[signal] = KEEP
         first, count = plan_ptr[signal], plan_ptr[signal + 1] - plan_ptr[signal]

@@ -71,8 +71,7 @@ def simulate(scenario_path: str | Path, controller_name: str, options: RunOption
     engine = None
     if not native:
         timed = network.with_min_all_red(options.timing.min_all_red_s)
-        engine = Engine(timed, make_controller(controller_name, timed, options.controller,
-                                                period_s=options.timing.control_period_s), options.timing,
+        engine = Engine(timed, make_controller(controller_name, timed, options.controller), options.timing,
                         preemption=options.preemption)
     return _run_sumo(scenario, network, engine, native, options, progress, live)
 

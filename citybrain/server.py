@@ -44,8 +44,8 @@ def serve(network: Network, options: ServeOptions, stop: threading.Event,
     timing = SignalTiming(control_period_s=options.field.period_s, min_all_red_s=options.min_all_red_s)
     network = network.with_min_all_red(options.min_all_red_s)
     _warm_up(network, options.controller, timing, options.preemption)
-    controller = make_controller(options.controller, network, period_s=timing.control_period_s)
-    engine = FieldEngine(network, controller, timing, options.field, preemption=options.preemption)
+    engine = FieldEngine(network, make_controller(options.controller, network), timing, options.field,
+                         preemption=options.preemption)
     metrics_server = dashboard = None
     if options.metrics_port is not None:
         metrics_server = MetricsServer(engine.metrics, options.metrics_address, options.metrics_port)
@@ -71,8 +71,7 @@ def serve(network: Network, options: ServeOptions, stop: threading.Event,
 def _warm_up(network: Network, controller: str, timing: SignalTiming, preemption: PreemptionConfig) -> None:
     """Run a few steps on a throwaway engine, one with an emergency vehicle at a
     stop line, so JIT loading is done before the first frame."""
-    engine = Engine(network, make_controller(controller, network, period_s=timing.control_period_s), timing,
-                    preemption=preemption)
+    engine = Engine(network, make_controller(controller, network), timing, preemption=preemption)
     zeros = np.zeros(network.n_lanes)
     stale = np.zeros(network.n_signals, dtype=bool)
     turn = next(iter(engine.preemption.turns), None) if engine.preemption else None

@@ -97,8 +97,8 @@ def test_plan_requests_matches_reference(seed):
     for time_s in (0.0, 17.0, 333.0):
         # Inactive signals keep whatever the adaptive controller asked for (here 7).
         fast, slow = np.full(n, 7, np.int32), np.full(n, 7, np.int32)
-        kernels.plan_requests(*plan, active, green, stage, t, time_s, 1.0, fast_step, fast)
-        reference.plan_requests(*plan, active, green, stage, t, time_s, 1.0, slow_step, slow)
+        kernels.plan_requests(*plan, active, green, stage, time_s, fast_step, fast)
+        reference.plan_requests(*plan, active, green, stage, time_s, slow_step, slow)
         np.testing.assert_array_equal(fast, slow)
         np.testing.assert_array_equal(fast_step, slow_step)
         assert (fast[~active] == 7).all()
