@@ -242,7 +242,8 @@ class SumoSimulation:
 
     def close(self) -> None:
         if self._api is not None:
-            self._api.close()
+            with self._console_to_file():   # SUMO prints its closing statistics
+                self._api.close()
             self._api = None
 
     def cleanup(self) -> None:
