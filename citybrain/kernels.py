@@ -541,6 +541,19 @@ def plan_position(plan_ptr, plan_end_s, plan_green_s, cycle_s, offset_s, time_s,
 
 
 @jit
+def _step_showing(plan_phase, first, count, step, phase):
+    """The plan step showing `phase`: `step` if it does, else the next one that does
+    (in cycle order), else `step`."""
+    if plan_phase[first + step] == phase:
+        return step
+    for k in range(1, count + 1):
+        candidate = (step + k) % count
+        if plan_phase[first + candidate] == phase:
+            return candidate
+    return step
+
+
+@jit
 def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offset_s, active, green_phase, stage,
                   time_s, plan_step, requested):
     """For signals with active[i]: the program's own plan. Each green of the plan
@@ -558,14 +571,7 @@ def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offse
         count = plan_ptr[signal + 1] - first
         if stage[signal] != STAGE_GREEN or count < 2:
             continue
-        step = plan_step[signal]
-        if plan_phase[first + step] != green_phase[signal]:
-            for k in range(1, count + 1):
-                candidate = (step + k) % count
-                if plan_phase[first + candidate] == green_phase[signal]:
-                    step = candidate
-                    break
-            plan_step[signal] = step
+        step = plan_step[signal] = _step_showing(plan_phase, first, count, plan_step[signal], green_phase[signal])
         cycle = cycle_s[signal]
         position = (time_s - offset_s[signal]) % cycle
         left = (plan_end_s[first + step] - position) % cycle
@@ -592,14 +598,9 @@ def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_pt
             continue
         first = plan_ptr[signal]
         count = plan_ptr[signal + 1] - first
+        if stage[signal] == STAGE_GREEN:
+            plan_step[signal] = _step_showing(plan_phase, first, count, plan_step[signal], green_phase[signal])
         step = plan_step[signal]
-        if stage[signal] == STAGE_GREEN and plan_phase[first + step] != green_phase[signal]:
-            for k in range(1, count + 1):
-                candidate = (step + k) % count
-                if plan_phase[first + candidate] == green_phase[signal]:
-                    step = candidate
-                    break
-            plan_step[signal] = step
         for g in range(first_phase, phase_ptr[signal + 1]):
             start_allowed[g] = False
         start_allowed[first_phase + green_phase[signal]] = True
