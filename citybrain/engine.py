@@ -36,33 +36,29 @@ class Engine:
         self.controller = controller
         self.timing = timing or SignalTiming()
         self.safety = SafetyLayer(network, self.timing, kernels)
-        self.fallback = FixedTimePlan(network, kernels)
+        # Where the controller is the plan itself, it is its own fallback.
+        self._all_on_plan = isinstance(controller, FixedTimePlan)
+        self.fallback = controller if self._all_on_plan else FixedTimePlan(network, kernels)
         preemption = preemption or PreemptionConfig()
         self.preemption = Preemption(network, self.timing, preemption, kernels) if preemption.enabled else None
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
         self.preempting = np.zeros(network.n_signals, dtype=bool)   # stays all False without preemption
         # Signals that run the program's plan whatever their detectors say (`observe_lanes`).
-        # (Every signal, where the controller is the plan itself.)
-        self._all_on_plan = isinstance(controller, FixedTimePlan)
         self.on_plan = np.full(network.n_signals, self._all_on_plan)
         self._plan_now = np.zeros(network.n_signals, dtype=bool)
         self._started = False
 
-    def observe_lanes(self, observed: np.ndarray) -> None:
-        """Which lanes (bool per lane) the detectors see. A signal with an approach
-        lane nobody observes runs its program's plan: a queue nobody sees reads as
-        empty and would never be served."""
-        net = self.network
-        blind = np.zeros(net.n_signals, dtype=bool)
-        blind[net.move_signal[~observed[net.move_in_lane]]] = True
-        self.on_plan[:] = blind | self._all_on_plan
-
-    def observed_share(self, observed: np.ndarray) -> np.ndarray:
-        """Per signal, the share of its approach lanes that `observed` covers."""
+    def observe_lanes(self, observed: np.ndarray) -> np.ndarray:
+        """Which lanes (bool per lane) the detectors see; returns per signal the share
+        of its approach lanes they cover. A signal with an approach lane nobody
+        observes runs its program's plan: a queue nobody sees reads as empty and
+        would never be served."""
         net = self.network
         pairs = np.unique(np.stack([net.move_signal, net.move_in_lane]), axis=1)
         seen = np.bincount(pairs[0], weights=observed[pairs[1]], minlength=net.n_signals)
-        return seen / np.maximum(np.bincount(pairs[0], minlength=net.n_signals), 1)
+        share = seen / np.maximum(np.bincount(pairs[0], minlength=net.n_signals), 1)
+        self.on_plan[:] = (share < 1.0) | self._all_on_plan
+        return share
 
     @property
     def signals(self) -> SafetyLayer:
@@ -80,8 +76,6 @@ class Engine:
         if not self._started:
             self._started = True
             self.fallback.step[:] = self.safety.start_on_plan(frame.time_s)
-            if self._all_on_plan:
-                self.controller.step[:] = self.fallback.step
             return self._commands(np.arange(self.network.n_signals, dtype=np.int32))
         self.controller.decide(frame, self.safety, self.requested)
         plan = self.on_plan

@@ -388,8 +388,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         states, fixed = _repair_conflicts(states, conflict, _yields(tls, connections, n_links))
         repairs += [f"signal {tid!r} {line}" for line in fixed]
         vehicle_links = {link for _, _, link in connections}
-        candidates = _candidate_phases([phase[0] for phase in states], [phase[1] for phase in states], min_green_s,
-                                       vehicle_links)
+        candidates = _candidate_phases([phase[0] for phase in states], [phase[1] for phase in states], min_green_s)
         if not candidates:
             raise NetworkError(f"{where}: program has no green phase")
 
@@ -550,8 +549,7 @@ def _is_rail_signal(tls) -> bool:
     return bool(nodes) and all(n.getType() in ("rail_signal", "rail_crossing") for n in nodes)
 
 
-def _candidate_phases(states: list[str], durations: list[float], min_green_s: float,
-                      vehicle_links: set[int]) -> list[str]:
+def _candidate_phases(states: list[str], durations: list[float], min_green_s: float) -> list[str]:
     """Green phases of a program, in program order, without duplicates, without
     greens the program never shows for min_green_s (an interim step: a turn
     released a second early, a lane held through a change), and without phases

@@ -116,8 +116,7 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     series = _Series()
     observed_share = None
     if isinstance(control, Engine):
-        control.observe_lanes(sim.observed_lanes)
-        observed_share = control.observed_share(sim.observed_lanes)
+        observed_share = control.observe_lanes(sim.observed_lanes)
     try:
         with sim:
             while sim.running():

@@ -293,7 +293,8 @@ class CommandGuard:
                 continue
             if before in "Gg":
                 return "missing_yellow"
-            if before == "y" and now_s - self.yellow_since_s[start + link] < self.network.link_yellow_s[start + link] - 1e-6:
+            shortest_s = self.network.link_yellow_s[start + link]
+            if before == "y" and now_s - self.yellow_since_s[start + link] < shortest_s - 1e-6:
                 return "short_yellow"
         return None
 

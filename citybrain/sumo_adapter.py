@@ -78,6 +78,7 @@ class SumoSimulation:
         self.departed_veh = 0
         self.arrived_veh = 0
         self._api = None
+        self._console = None                        # the run's sumo-console.log, open from the first SUMO call
         self._vehicles = np.zeros(network.n_lanes)
         self._halting = np.zeros(network.n_lanes)
         self._occupancy = np.zeros(network.n_lanes)
@@ -167,6 +168,7 @@ class SumoSimulation:
                     api.start(args, label=f"citybrain-{id(self)}", stdout=subprocess.DEVNULL)
                     api.switch(f"citybrain-{id(self)}")
         except Exception as exc:   # libsumo's and traci's errors carry unpicklable SWIG objects
+            self._close_console()   # no close() follows a start that failed
             raise SimulationError(f"{self.scenario.config}: SUMO would not run it: {self._sumo_error(exc)}") from None
         self._api = api
         self.step_s = api.simulation.getDeltaT()
@@ -194,17 +196,18 @@ class SumoSimulation:
         so warnings do not flood the terminal around the progress bar."""
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        if self._console is None:   # opened once per run: this wraps every SUMO step
+            self._console = open(self.workdir / "sumo-console.log", "ab")
         saved = [os.dup(1), os.dup(2)]
-        with open(self.workdir / "sumo-console.log", "ab") as console:
-            os.dup2(console.fileno(), 1)
-            os.dup2(console.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-                for fd in saved:
-                    os.close(fd)
+        os.dup2(self._console.fileno(), 1)
+        os.dup2(self._console.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
     def _redirected_outputs(self) -> list[str]:
         """Command-line overrides sending each output file the .sumocfg names into the run's folder."""
@@ -212,11 +215,11 @@ class SumoSimulation:
             root = ET.parse(self.scenario.config).getroot()
         except ET.ParseError:
             return []
-        ours = {"tripinfo-output", "log", "tripinfo-output.write-unfinished", "tripinfo-output.write-undeparted"}
         args = []
         for element in root.iter():
             key, value = element.tag, element.get("value")
-            if value and key not in ours and (key.endswith("-output") or key in _OUTPUT_FILE_OPTIONS):
+            # The tripinfo and the log are ours already (`start`).
+            if value and key != "tripinfo-output" and (key.endswith("-output") or key in _OUTPUT_FILE_OPTIONS):
                 args += [f"--{key}", str(self.workdir / f"scenario-{Path(value).name}")]
         return args
 
@@ -245,6 +248,12 @@ class SumoSimulation:
             with self._console_to_file():   # SUMO prints its closing statistics
                 self._api.close()
             self._api = None
+        self._close_console()
+
+    def _close_console(self) -> None:
+        if self._console is not None:
+            self._console.close()
+            self._console = None
 
     def cleanup(self) -> None:
         if self._tmp is not None:
