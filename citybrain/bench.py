@@ -163,6 +163,11 @@ def _wire_one(size: int, rate_hz: float, seconds: float, cache: Path, controller
             time.sleep(0.05)
         if link.receive(300.0) is None:
             raise RuntimeError("no welcome from the engine")
+        seq += 1    # what the signals show (each in its first green), so the engine commands them
+        n = network.n_signals
+        link.send(protocol.encode(protocol.StateReport(seq, 0.0, -1, "local", np.zeros(n, np.int16),
+                                                       np.zeros(n, np.int16), np.zeros(n, np.uint8),
+                                                       np.full(n, 60.0), ())))
         frames = _synthetic_frames(network, 16)
         n_frames = max(1, int(seconds * rate_hz))
         latencies, lost, frame_bytes = [], 0, 0

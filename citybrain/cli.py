@@ -167,7 +167,7 @@ def _cmd_serve(args) -> None:
 
 def _cmd_gateway(args) -> None:
     if args.replay:
-        result = replay(Path(args.replay), args.engine, args.engine_timeout * 5)
+        result = replay(Path(args.replay), args.engine, (args.engine_timeout or 1.0) * 5)
         print(json.dumps(result, indent=2))
         _write_json(result, args.json)
         if result["mismatches"] or result["missing"]:
@@ -384,8 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(gw, scenario_required=False)
     gw.add_argument("--engine", default="tcp://127.0.0.1:5555", help="the engine's address")
     gw.add_argument("--name", default="sumo-gateway", help="this gateway's name in the engine's logs")
-    gw.add_argument("--engine-timeout", type=float, default=1.0,
-                    help="wall s to wait for a command before running the local plan (default 1)")
+    gw.add_argument("--engine-timeout", type=float, default=None,
+                    help="wall s to wait for a command before running the local plan "
+                         "(default: two of the engine's periods, at least 1 s)")
     gw.add_argument("--connect-timeout", type=float, default=30.0,
                     help="wall s to wait for the engine at start (default 30)")
     gw.add_argument("--record", metavar="PATH", help="record every message sent and received to PATH")

@@ -31,7 +31,10 @@ class SignalCommands:
 
 class Engine:
     def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None,
-                 kernels: ModuleType = compiled_kernels, preemption: PreemptionConfig | None = None):
+                 kernels: ModuleType = compiled_kernels, preemption: PreemptionConfig | None = None,
+                 signals_running: bool = False):
+        """`signals_running`: the signals already run (in the field), and their state is
+        taken over from what they report (`SafetyLayer.adopt`), never started afresh."""
         self.network = network
         self.controller = controller
         self.timing = timing or SignalTiming()
@@ -46,7 +49,7 @@ class Engine:
         # Signals that run the program's plan whatever their detectors say (`observe_lanes`).
         self.on_plan = np.full(network.n_signals, self._all_on_plan)
         self._plan_now = np.zeros(network.n_signals, dtype=bool)
-        self._started = False
+        self._started = signals_running
 
     def observe_lanes(self, observed: np.ndarray) -> np.ndarray:
         """Which lanes (bool per lane) the detectors see; returns per signal the share
@@ -61,14 +64,18 @@ class Engine:
         return share
 
     @property
+    def started(self) -> bool:
+        """Whether the signals run (started by the first step, or running already)."""
+        return self._started
+
+    @property
     def signals(self) -> SafetyLayer:
         """What each signal shows, in stage-machine terms."""
         return self.safety
 
     def step(self, frame: DetectorFrame, fallback: np.ndarray | None = None) -> SignalCommands:
-        """Decide one control period. The first call commands every signal.
-
-        Every signal starts where its program's cycle is. Signals with
+        """Decide one control period. Unless the signals are running already, the
+        first call starts every signal where its program's cycle is and commands it. Signals with
         fallback[i] (their detectors are stale) or on_plan[i] (`observe_lanes`)
         run the program's plan instead, through the same safety layer. Emergency
         preemption, when on, overrides both where a vehicle needs its green;

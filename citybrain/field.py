@@ -11,6 +11,14 @@ one, that cannot be trusted is rejected with a reason from
 an `ErrorNotice`; everything else in the same message, and every other
 sender, is served as if nothing happened. A signal whose detectors fall
 silent runs its fixed-time plan until they report again.
+
+What it guarantees about commands: a signal belongs to one gateway session
+(a second claim is refused, `signal_owned`, until the holder has been silent
+for `stale_after_s`); the engine commands a signal only once its gateway has
+reported what it shows, continuing from exactly that stage and time in stage;
+and every change it sends has passed the same `CommandGuard` a gateway runs,
+judged against what the engine knows the signal shows. A change the guard
+refuses is not sent: it is counted, and the signal waits for its next report.
 """
 from __future__ import annotations
 
@@ -29,7 +37,9 @@ from .controllers import Controller
 from .engine import Engine
 from .frame import DetectorFrame, EmergencyVehicle
 from .live import LiveView
+from .kernels import STAGE_GREEN
 from .network import Network
+from .safety import CommandGuard
 from .telemetry import EngineMetrics
 
 __all__ = ["FieldConfig", "FieldEngine", "CLOCKS"]
@@ -70,22 +80,33 @@ class FieldConfig:
 class _Session:
     """One gateway (one ZeroMQ peer) since its last hello."""
 
+    number: int                  # the welcome's `session`; every command for this session carries it
     name: str
     signals: np.ndarray          # int32 engine index per hello signal, -1 if unknown
     lanes: np.ndarray            # int32 engine index per hello lane, -1 if unknown
-    position: np.ndarray         # int32 per engine signal: its index in `signals`, -1 if not this gateway's
+    owned: np.ndarray            # bool per hello signal: this session holds it
+    position: np.ndarray         # int32 per engine signal: its index in `signals` where owned, else -1
     last_seq: int = -1
     last_frame_seq: int = -1
-    last_seen_wall_s: float = 0.0
-    last_command_seq: int = -1   # -1: not commanded yet, so its first state report is adopted whole
-    fresh: bool = True           # next command carries every signal's state string
+    last_seen_mono_s: float = 0.0
+    last_command_seq: int = -1   # -1: not commanded yet
+    last_state_seq: int = -1     # the latest state report taken into account
 
     def __post_init__(self) -> None:
-        # A gateway for every signal, in the engine's order (the usual case): its
-        # commands are the engine's arrays as they are, with no reindexing.
-        self.whole_network = bool(np.array_equal(self.signals, np.arange(len(self.position))))
+        # The engine commands a signal once the gateway has reported what it shows.
+        self.synced = np.zeros(self.signals.size, dtype=bool)
+        # Synced since the last command: its state string goes out even if unchanged.
+        self.announce = np.zeros(self.signals.size, dtype=bool)
+        self.safe_signals = np.maximum(self.signals, 0)
         # Its lanes are the engine's first lanes, in order: frames merge without a lane gather.
         self.lanes_in_engine_order = bool(np.array_equal(self.lanes, np.arange(len(self.lanes))))
+
+    def release(self, signal: int) -> None:
+        """This session no longer holds engine signal `signal`."""
+        position = self.position[signal]
+        if position >= 0:
+            self.owned[position] = self.synced[position] = self.announce[position] = False
+            self.position[signal] = -1
 
 
 @dataclass
@@ -104,7 +125,7 @@ class FieldEngine:
         if self.timing.control_period_s != self.config.period_s:
             raise ValueError("timing.control_period_s and config.period_s differ")
         preemption = preemption or PreemptionConfig()
-        self.engine = Engine(network, controller, self.timing, kernels, preemption)
+        self.engine = Engine(network, controller, self.timing, kernels, preemption, signals_running=True)
         self.sighting_ttl_s = preemption.drop_after_s
         self.kernels = kernels
         self.metrics = metrics or EngineMetrics()
@@ -124,6 +145,9 @@ class FieldEngine:
         self.sightings: dict[str, EmergencyVehicle] = {}
         self.live: LiveView | None = None      # set to feed the dashboard
         self.sessions: dict[bytes, _Session] = {}
+        self.owner: list[bytes | None] = [None] * network.n_signals    # the session holding each signal
+        self.guard = CommandGuard(network)    # what each commanded signal shows, as the engine knows it
+        self.sessions_started = 0
         self.buckets: dict[bytes, _Bucket] = {}
         self.clock_s = -np.inf         # frames clock: latest accepted detector timestamp
         self.next_step_s = -np.inf
@@ -140,6 +164,12 @@ class FieldEngine:
     def now(self, wall_s: float) -> float:
         return wall_s if self.config.clock == "wall" else self.clock_s
 
+    def _step_time(self, wall_s: float) -> float:
+        """The time of this step: a wall-clock step a moment early counts as due, so
+        stage times (which advance a whole period per step) never run ahead of the clock."""
+        now = self.now(wall_s)
+        return max(now, self.next_step_s) if self.config.clock == "wall" else now
+
     def step_due(self, wall_s: float) -> bool:
         return self.now(wall_s) >= self.next_step_s and np.isfinite(self.now(wall_s))
 
@@ -153,9 +183,9 @@ class FieldEngine:
             self._reject("rate_limited", f"sender {sender.hex()} over {self.config.max_messages_per_s:g} msg/s")
             return []  # never answer a flood
         try:
-            message = p.decode(data, self.config.max_message_bytes)
+            message = p.decode(data, self.config.max_message_bytes, p.GATEWAY_TYPES)
         except p.ProtocolError as exc:
-            return self.refuse(sender, exc.reason, exc.detail, -1)
+            return self.refuse(sender, exc.reason, exc.detail, exc.seq)
         kind = type(message).__name__
         self.metrics.received.labels(_TYPE_LABEL.get(kind, "other")).inc()
         if isinstance(message, p.Hello):
@@ -167,11 +197,9 @@ class FieldEngine:
             reason = "duplicate" if message.seq == session.last_seq else "out_of_order"
             return self.refuse(sender, reason, f"seq {message.seq} after {session.last_seq}", message.seq)
         session.last_seq = message.seq
-        session.last_seen_wall_s = mono_s
+        session.last_seen_mono_s = mono_s
         if isinstance(message, p.Heartbeat):
             return []
-        if not isinstance(message, (p.DetectorMessage, p.CameraMessage, p.StateReport)):
-            return self.refuse(sender, "unknown_type", f"{kind} is sent by the engine, not to it", message.seq)
         now = self.now(wall_s)
         if np.isfinite(now) and message.time_s < now - self.config.stale_after_s:
             return self.refuse(sender, "stale", f"time_s {message.time_s:.3f} is older than "
@@ -180,7 +208,7 @@ class FieldEngine:
             return self.refuse(sender, "future", f"time_s {message.time_s:.3f} is ahead of the engine's "
                                 f"clock {wall_s:.3f}", message.seq)
         if isinstance(message, p.StateReport):
-            problems = self._state(session, message)
+            problems = self._state(session, message, wall_s)
         else:
             problems = self.merge_counts(session, message)
         return [self._notice(sender, reason, detail, message.seq) for reason, detail in problems]
@@ -210,15 +238,46 @@ class FieldEngine:
             # A simulation (or replay) starting: its time may begin anywhere, even before the last one's.
             self.clock_s = self.next_step_s = -np.inf
             self.lane_seen_s[:] = -np.inf
+        self.forget(sender)     # a hello always starts a new session
+        owned = signals >= 0
         position = np.full(self.network.n_signals, -1, dtype=np.int32)
-        known = signals >= 0
-        position[signals[known]] = np.flatnonzero(known)
-        self.sessions[sender] = _Session(hello.gateway, signals, lanes, position, last_seq=hello.seq,
-                                         last_seen_wall_s=mono_s)
-        log.info("gateway %r: %d signals, %d lanes", hello.gateway, int(known.sum()), int((lanes >= 0).sum()))
+        taken, moved = [], {}
+        for k in np.flatnonzero(owned).tolist():
+            signal = int(signals[k])
+            holder = self.owner[signal]
+            if holder is None:
+                continue
+            if mono_s - self.sessions[holder].last_seen_mono_s <= self.config.stale_after_s:
+                owned[k] = False
+                taken.append(hello.signals[k])
+            else:
+                self.sessions[holder].release(signal)
+                moved.setdefault(holder, []).append(hello.signals[k])
+        position[signals[owned]] = np.flatnonzero(owned)
+        self.sessions_started += 1
+        session = _Session(self.sessions_started, hello.gateway, signals, lanes, owned, position,
+                           last_seq=hello.seq, last_seen_mono_s=mono_s)
+        self.sessions[sender] = session
+        for signal in signals[owned].tolist():
+            self.owner[signal] = sender
+        replies = []
+        for holder, names in moved.items():
+            self.metrics.ownership_moves.inc(len(names))
+            detail = (f"{len(names)} of your signals (e.g. {names[0]!r}) now belong to gateway {hello.gateway!r}: "
+                      f"you were silent for more than {self.config.stale_after_s:g} s; say hello again")
+            log.warning("gateway %r takes over %d signals of the silent gateway %r", hello.gateway, len(names),
+                        self.sessions[holder].name)
+            replies.append(self._notice(holder, "signal_owned", detail, -1))
+        if taken:
+            detail = (f"{len(taken)} signals (e.g. {taken[0]!r}) belong to another gateway session; "
+                      f"they are not yours until it has been silent for {self.config.stale_after_s:g} s")
+            self._reject("signal_owned", f"gateway {hello.gateway!r}: {detail}", len(taken))
+            replies.append(self._notice(sender, "signal_owned", detail, hello.seq))
+        log.info("gateway %r (session %d): %d signals, %d lanes", hello.gateway, session.number,
+                 int(owned.sum()), int((lanes >= 0).sum()))
         welcome = p.Welcome(self._next_seq(), wall_s, self.engine_id, self.controller_name, self.config.period_s,
-                            unknown_signals, unknown_lanes)
-        return [(sender, p.encode(welcome))]
+                            unknown_signals, unknown_lanes, session.number, tuple(taken))
+        return [(sender, p.encode(welcome))] + replies
 
     def merge_counts(self, session: _Session, message) -> list[tuple[str, str]]:
         """Merge a detector or camera frame's valid lanes; report the rest."""
@@ -296,41 +355,68 @@ class FieldEngine:
                                                         destination, sighting.priority, message.time_s)
         return problems
 
-    def _state(self, session: _Session, report: p.StateReport) -> list[tuple[str, str]]:
+    def _state(self, session: _Session, report: p.StateReport, wall_s: float) -> list[tuple[str, str]]:
         """Take over signal states from the gateway where it, not the engine, knows best:
-        before the engine ever commanded it (engine restart), while it runs its own
-        plan, and where its conflict guard refused a command."""
+        signals not commanded yet (a new session, an engine restart), all of them while it
+        runs its own plan, and, once it has applied the latest command, those it shows
+        otherwise (its guard refused a change) or has shown for less time than the engine counts."""
         if report.phase.size != session.signals.size:
             self._reject("malformed", f"state report for {report.phase.size} signals, hello had "
                          f"{session.signals.size}")
             return [("malformed", "state arrays do not match the hello's signals")]
         if report.rejected:
             self.metrics.command_rejections.inc(len(report.rejected))
+        session.last_state_seq = report.seq
         safety = self.engine.safety
-        known = session.signals >= 0
-        if session.last_command_seq < 0 or report.mode == "local":
-            take = known
-        elif report.command_seq == session.last_command_seq:
-            idx = np.maximum(session.signals, 0)
-            take = known & ((safety.green_phase[idx] != report.phase) | (safety.next_phase[idx] != report.next_phase)
-                            | (safety.stage[idx] != report.stage))
-        else:
-            return []  # our latest command is still in flight; its state report will follow
+        # When the report was true, on the engine's clock: wall clock, when it arrived
+        # (later than its own time_s, so never counting more time than has passed);
+        # frames clock, its own time (the simulation's clock, which both share).
+        at_s = wall_s if self.config.clock == "wall" else report.time_s
+        # The next step adds a whole period to every stage time; the part of it that
+        # had passed at_s is taken off now, so the step lands on the true stage time.
+        lag_s = self.config.period_s - min(max(self.next_step_s - at_s, 0.0), self.config.period_s)
+        idx = session.safe_signals
+        reported_s = report.stage_time_s
+        take = session.owned & ~session.synced
+        if report.mode == "local":
+            take = session.owned.copy()
+        elif report.command_seq == session.last_command_seq >= 0:
+            # Behind the engine's count: a gateway that applied the command late. In a
+            # clearance every moment counts; a green's few ms of network latency do not.
+            tolerance_s = np.where(report.stage == STAGE_GREEN, self.config.period_s / 4, _CLEARANCE_LATENCY_S)
+            with np.errstate(invalid="ignore"):
+                behind = reported_s - lag_s < safety.stage_time_s[idx] - tolerance_s
+            take |= session.owned & session.synced & (
+                (safety.green_phase[idx] != report.phase) | (safety.next_phase[idx] != report.next_phase)
+                | (safety.stage[idx] != report.stage) | behind)
+        # (Otherwise our latest command is still in flight; its state report will follow.)
         if not take.any():
             return []
-        impossible = safety.adopt(session.signals[take], report.phase[take].astype(np.int32),
-                                  report.next_phase[take].astype(np.int32), report.stage[take].astype(np.int8),
-                                  report.stage_time_s[take].copy())
-        self.metrics.resyncs.inc(int(take.sum()) - impossible)
+        positions = np.flatnonzero(take)
+        signals = session.signals[positions]
+        phase = report.phase[positions].astype(np.int32)
+        next_phase = report.next_phase[positions].astype(np.int32)
+        stage = report.stage[positions].astype(np.int8)
+        stage_time_s = reported_s[positions].copy()
+        possible = safety.adopt(signals, phase, next_phase, stage, stage_time_s, lag_s)
+        for k in np.flatnonzero(possible).tolist():
+            self.guard.adopt(int(signals[k]), int(stage[k]), int(phase[k]), int(next_phase[k]),
+                             float(stage_time_s[k]), at_s)
+        session.synced[positions] = possible
+        session.announce[positions] = possible
+        self.metrics.resyncs.inc(int(possible.sum()))
+        impossible = int((~possible).sum())
         if impossible:
             self._reject("invalid_value", f"gateway {session.name!r}: {impossible} impossible signal states", impossible)
-            return [("invalid_value", f"{impossible} signal states name no phase or stage of that signal")]
+            return [("invalid_value", f"{impossible} signal states name no phase or stage of that signal; "
+                                      f"they get no commands until a possible one is reported")]
         return []
 
     # -- the control step --------------------------------------------------
     def step(self, wall_s: float) -> list[tuple[bytes, bytes]]:
-        """One control period: decide, then one command message per gateway."""
-        now = self.now(wall_s)
+        """One control period: decide, then one command message per gateway session
+        that holds a signal whose state it has reported."""
+        now = self._step_time(wall_s)
         self.next_step_s = now + self.config.period_s - 1e-9
         self.kernels.stale_signals(self.lane_seen_s, now, self.config.stale_after_s, self.signal_lane_ptr,
                                    self.signal_lanes, self.stale)
@@ -339,39 +425,62 @@ class FieldEngine:
         started = time.perf_counter()
         commands = self.engine.step(frame, self.stale)
         decided = time.perf_counter() - started
-        self.metrics.commands.inc(len(commands.signals))
         if self.live is not None:
             self._offer(frame, decided)
+        changed = np.zeros(self.network.n_signals, dtype=bool)
+        changed[commands.signals] = True
         out = []
-        safety = self.engine.safety
+        n_commanded = n_sent = 0
         for sender, session in self.sessions.items():
-            known = None if session.whole_network else session.signals >= 0
-            if known is not None and not known.any():
+            controlled = session.owned & session.synced
+            if not controlled.any():
                 continue
-            if session.fresh:
-                positions = np.flatnonzero(session.signals >= 0).astype(np.int32)
-                states = safety.state_strings(session.signals[positions])
-                session.fresh = False
-            elif session.whole_network:
-                positions, states = commands.signals, commands.states
-            else:
-                positions = session.position[commands.signals]
-                mine = positions >= 0
-                positions = positions[mine]
-                states = tuple(s for s, m in zip(commands.states, mine) if m)
-            if session.whole_network:
-                stages = (safety.green_phase, safety.next_phase, safety.stage, safety.stage_time_s)
-                preempting = np.flatnonzero(self.engine.preempting).astype(np.int32)
-            else:
-                idx = np.maximum(session.signals, 0)
-                stages = (safety.green_phase[idx], safety.next_phase[idx], safety.stage[idx], safety.stage_time_s[idx])
-                preempting = np.flatnonzero(known & self.engine.preempting[idx]).astype(np.int32)
-            command = p.SignalCommand(self._next_seq(), now, session.last_frame_seq, *stages, positions, states,
-                                      preempting)
+            positions = np.flatnonzero(controlled & (changed[session.safe_signals] | session.announce))
+            session.announce[:] = False
+            sent, states = self._checked(session, positions, now)
+            controlled = session.owned & session.synced     # a refused change leaves its signal unsynced
+            n_commanded += int(controlled.sum())
+            n_sent += len(states)
+            command = p.SignalCommand(self._next_seq(), now, session.number, session.last_frame_seq,
+                                      session.last_state_seq, *self._stages(session, controlled), sent, states,
+                                      np.flatnonzero(controlled & self.engine.preempting[session.safe_signals])
+                                      .astype(np.int32))
             session.last_command_seq = command.seq
             out.append((sender, p.encode(command)))
+        self.metrics.commands.inc(n_sent)
+        self.metrics.signals_commanded.set(n_commanded)
         self.metrics.command_messages.inc(len(out))
         return out
+
+    def _checked(self, session: _Session, positions: np.ndarray, now: float) -> tuple[np.ndarray, tuple[str, ...]]:
+        """The state strings for these positions of the session that pass the guard;
+        a refused one is not sent, and its signal waits for the gateway's next report."""
+        signals = session.signals[positions]
+        states = self.engine.safety.state_strings(signals)
+        keep = np.ones(positions.size, dtype=bool)
+        for k, (signal, state) in enumerate(zip(signals.tolist(), states)):
+            reason = self.guard.check(signal, state, now)
+            if reason is None:
+                self.guard.shown_now(signal, state, now)
+                continue
+            keep[k] = False
+            session.synced[positions[k]] = False
+            self.metrics.commands_refused.labels(reason).inc()
+            self._log_once(f"refused:{reason}", "command for signal %r not sent (%s): %s after %s; it waits for "
+                           "its gateway's next state report", self.network.signal_ids[signal], reason, state,
+                           self.guard.shown[signal])
+        return positions[keep].astype(np.int32), tuple(s for s, k in zip(states, keep) if k)
+
+    def _stages(self, session: _Session, controlled: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The stage arrays of a command, in hello order; NOT_CONTROLLED where the engine does not command."""
+        safety, idx = self.engine.safety, session.safe_signals
+        phase, next_phase = safety.green_phase[idx], safety.next_phase[idx]
+        stage, stage_time_s = safety.stage[idx], safety.stage_time_s[idx]
+        if not controlled.all():
+            phase[~controlled] = next_phase[~controlled] = p.NOT_CONTROLLED
+            stage[~controlled] = 0
+            stage_time_s[~controlled] = 0.0
+        return phase, next_phase, stage, stage_time_s
 
     def _offer(self, frame: DetectorFrame, decision_s: float) -> None:
         engine, preemption = self.engine, self.engine.preemption
@@ -383,11 +492,14 @@ class FieldEngine:
                         halting=self.halting, emergency=frame.emergency, kpis=kpis)
 
     def gateways_alive(self, mono_s: float) -> int:
-        return sum(mono_s - s.last_seen_wall_s <= self.config.stale_after_s for s in self.sessions.values())
+        return sum(mono_s - s.last_seen_mono_s <= self.config.stale_after_s for s in self.sessions.values())
 
     def forget(self, sender: bytes) -> None:
-        """A gateway that can no longer be reached; it will say hello again."""
-        self.sessions.pop(sender, None)
+        """End a gateway's session (it can no longer be reached, or says hello again); its signals are free."""
+        session = self.sessions.pop(sender, None)
+        if session is not None:
+            for signal in session.signals[session.owned].tolist():
+                self.owner[signal] = None
 
     # -- helpers -----------------------------------------------------------
     def _expire_sightings(self, now: float) -> None:
@@ -409,10 +521,18 @@ class FieldEngine:
 
     def _reject(self, reason: str, detail: str, count: int = 1) -> None:
         self.metrics.rejected.labels(reason).inc(count)
-        if reason not in self._logged:
-            self._logged.add(reason)
-            log.warning("rejected (%s): %s [further '%s' rejections are counted, not logged]", reason, detail, reason)
+        self._log_once(reason, "rejected (%s): %s [further '%s' rejections are counted, not logged]", reason,
+                       detail, reason)
 
+    def _log_once(self, key: str, text: str, *args) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(text, *args)
+
+
+# A gateway's report of a clearance counts from when it applied the command, a
+# network latency after the engine's step: within this much the engine keeps its count.
+_CLEARANCE_LATENCY_S = 0.01
 
 # Fields merged from frames, in this order: vehicles, halting (camera: queue), occupancy.
 # Bound 0: the lane's capacity; occupancy is a share of the lane, at most 1.

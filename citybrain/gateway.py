@@ -2,9 +2,11 @@
 
 `WireControl` has the same `step(frame) -> SignalCommands` as the in-process
 `Engine`, so `citybrain.run` drives SUMO through the wire with the very loop
-`simulate` uses. Per control period it sends a state report and a detector
-frame, waits (lockstep) for the command answering that frame, checks each
-state change with its own `CommandGuard`, and applies it.
+`simulate` uses. In the first period the signals start on their program, as
+SUMO runs it, and the gateway reports what they show. Then, per control
+period, it sends a state report and a detector frame, waits (lockstep) for
+the command answering that frame, checks each state change with its own
+`CommandGuard`, and applies it.
 
 When the engine does not answer in time, or is not there, the gateway keeps
 every signal on the net's fixed-time plan, run by its own safety layer from
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +42,9 @@ log = logging.getLogger(__name__)
 class GatewayOptions:
     engine_address: str = "tcp://127.0.0.1:5555"
     name: str = "sumo-gateway"
-    # Wall time to wait for the command answering a frame before running the local plan.
-    engine_timeout_s: float = 1.0
+    # Wall time to wait for the command answering a frame before running the local plan;
+    # None: two of the engine's periods (its step answers a frame up to a period later), at least 1 s.
+    engine_timeout_s: float | None = None
     # Wall time to wait for the engine at start (it may still be loading the network).
     connect_timeout_s: float = 30.0
     hello_interval_s: float = 0.5
@@ -66,9 +70,14 @@ class WireControl:
         self.mode = "local"
         self.welcomed = False
         self.engine_id: str | None = None
+        self.session = -1                        # the welcome's; commands for another session are ignored
         self.controller: str | None = None
+        self.mirror_time_s = 0.0                 # when the mirror's stage times were true
         self.command_seq = -1
         self.pending_rejections: list[tuple[int, str]] = []
+        self.engine_timeout_s = options.engine_timeout_s or 1.0
+        self.own_change_seq = -1                 # commands decided before our report of this seq are stale
+        self.inbox: deque[p.SignalCommand] = deque()
         self.last_hello_s = -np.inf
         self.stats = {"engine_steps": 0, "local_steps": 0, "engine_lost": 0, "engine_restarts": 0,
                       "late_commands": 0, "send_failures": 0, "guard_rejections": 0, "notices": {}}
@@ -81,9 +90,7 @@ class WireControl:
         while time.monotonic() < deadline and not self.welcomed:
             self._hello()
             self._drain(min(self.options.hello_interval_s, max(deadline - time.monotonic(), 0.0)))
-        if self.welcomed:
-            self.local._started = True   # the engine's first command sets every signal
-        else:
+        if not self.welcomed:
             log.warning("no engine at %s after %.0f s; starting on the local plan",
                         self.options.engine_address, self.options.connect_timeout_s)
         return self.welcomed
@@ -108,67 +115,99 @@ class WireControl:
         if not self.welcomed:
             self._hello()
             self._drain(0.0)
+        if not self.local.started:
+            # The signals start on their program; the engine takes them over from our report.
+            commands = self._local_step(frame)
+            self._send(self._state_report(frame.time_s))
+            return commands
         report = self._state_report(frame.time_s)
         sent_at = time.perf_counter()
         sent = self._send(report) and (not frame.emergency or self._send(self._camera(frame)))
         frame_seq = self._next_seq()
         sent = sent and self._send(
             p.DetectorMessage(frame_seq, frame.time_s, None, frame.vehicles, frame.halting, frame.occupancy))
+        changes: dict[int, str] = {}
         if self.welcomed:
-            command = self._await_command(frame_seq, self.options.engine_timeout_s) if sent else None
-            if command is not None:
+            answered = self._await_command(frame_seq, self.engine_timeout_s if sent else 0.0, frame, changes)
+            if answered:
                 self.latencies_s.append(time.perf_counter() - sent_at)
-                return self._apply(command, frame.time_s)
+                return _as_commands(changes)
             self.stats["engine_lost"] += 1
             self.welcomed = False
             log.warning("no command from the engine within %.1f s at t=%.0f; signals on the local plan",
-                        self.options.engine_timeout_s, frame.time_s)
-        return self._local_step(frame)
+                        self.engine_timeout_s, frame.time_s)
+        local = self._local_step(frame)
+        changes.update(zip(local.signals.tolist(), local.states))
+        return _as_commands(changes)
 
     def _local_step(self, frame: DetectorFrame) -> SignalCommands:
-        self.mode = "local"
+        self._own_change()
         self.preempting[:] = False
         self.stats["local_steps"] += 1
         commands = self.local.step(frame)
+        self.mirror_time_s = frame.time_s
         for signal, state in zip(commands.signals, commands.states):
             self.guard.shown_now(int(signal), state, frame.time_s)
         return commands
 
-    def _apply(self, command: p.SignalCommand, now_s: float) -> SignalCommands:
-        n = self.network.n_signals
-        if command.phase.size != n or np.any(command.changed >= n) or np.any(command.changed < 0):
+    def _own_change(self) -> None:
+        """We changed what a signal shows ourselves: until the engine has taken our next
+        report, its commands build on a picture that is no longer true."""
+        self.mode = "local"
+        self.own_change_seq = self.seq + 1
+
+    def _apply(self, command: p.SignalCommand, frame: DetectorFrame, run_local: bool) -> dict[int, str]:
+        """Apply what passes our guard; signals the engine does not command run our plan
+        (`run_local`: once per period). Returns the changes shown, by signal."""
+        n, now_s = self.network.n_signals, frame.time_s
+        if command.phase.size != n:
             self.stats["guard_rejections"] += 1
             log.warning("command %d does not match our %d signals; ignored", command.seq, n)
-            return SignalCommands(np.zeros(0, dtype=np.int32), ())
-        keep = np.ones(n, dtype=bool)
+            return {}
+        m = self.mirror
+        stage_arrays = (m.green_phase, m.next_phase, m.stage, m.stage_time_s)
+        controlled = command.phase != p.NOT_CONTROLLED
         accepted, states = [], []
+        if run_local and not controlled.all():
+            kept = [a[controlled] for a in stage_arrays]
+            local = self.local.step(frame)
+            for a, before in zip(stage_arrays, kept):
+                a[controlled] = before
+            for signal, state in zip(local.signals.tolist(), local.states):
+                if not controlled[signal] and self.guard.check(signal, state, now_s) is None:
+                    accepted.append(signal)
+                    states.append(state)
+                    self.guard.shown_now(signal, state, now_s)
+        m.stage_time_s[controlled] += now_s - self.mirror_time_s
+        applied = controlled.copy()
         for signal, state in zip(command.changed.tolist(), command.states):
             reason = self.guard.check(signal, state, now_s)
             if reason:
-                keep[signal] = False
+                applied[signal] = False
                 self.pending_rejections.append((signal, reason))
                 self.stats["guard_rejections"] += 1
+                self._own_change()
             else:
                 accepted.append(signal)
                 states.append(state)
                 self.guard.shown_now(signal, state, now_s)
-        m = self.mirror
-        m.green_phase[keep] = command.phase[keep]
-        m.next_phase[keep] = command.next_phase[keep]
-        m.stage[keep] = command.stage[keep]
-        m.stage_time_s[keep] = command.stage_time_s[keep]
+        for a, key in zip(stage_arrays, ("phase", "next_phase", "stage", "stage_time_s")):
+            a[applied] = getattr(command, key)[applied]
+        self.mirror_time_s = now_s
         self.preempting[:] = False
-        self.preempting[command.preempting[command.preempting < n]] = True
+        self.preempting[command.preempting] = True
         self.command_seq = command.seq
-        self.mode = "engine"
-        self.stats["engine_steps"] += 1
-        return SignalCommands(np.array(accepted, dtype=np.int32), tuple(states))
+        if applied[controlled].all():
+            self.mode = "engine"
+        return dict(zip(accepted, states))
 
     # -- messages ----------------------------------------------------------
     def _state_report(self, time_s: float) -> p.StateReport:
         m = self.mirror
+        # Stage times as of this report: the time in stage when last set, plus what has passed since.
         report = p.StateReport(self._next_seq(), time_s, self.command_seq, self.mode, m.green_phase, m.next_phase,
-                               m.stage, m.stage_time_s, tuple(self.pending_rejections))
+                               m.stage, m.stage_time_s + (time_s - self.mirror_time_s),
+                               tuple(self.pending_rejections))
         self.pending_rejections = []
         return report
 
@@ -191,27 +230,31 @@ class WireControl:
         self._send(p.Hello(self._next_seq(), 0.0, self.options.name, self.network.signal_ids,
                            self.network.lane_ids))
 
-    def _await_command(self, frame_seq: int, timeout_s: float) -> p.SignalCommand | None:
+    def _await_command(self, frame_seq: int, timeout_s: float, frame: DetectorFrame, changes: dict) -> bool:
+        """Apply our session's commands in order until the one answering `frame_seq`
+        (True), or the timeout (False). Commands decided before the engine had our
+        latest own change are skipped."""
         deadline = time.monotonic() + timeout_s
         while True:
+            while self.inbox:
+                command = self.inbox.popleft()
+                if command.session != self.session or command.state_seq < self.own_change_seq:
+                    self.stats["late_commands"] += 1
+                    continue
+                answered = command.frame_seq == frame_seq
+                changes.update(self._apply(command, frame, run_local=answered))
+                if answered:
+                    self.stats["engine_steps"] += 1
+                    return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            message = self._receive(remaining)
-            if isinstance(message, p.SignalCommand):
-                if message.frame_seq == frame_seq:
-                    return message
-                self.stats["late_commands"] += 1
-            elif not self.welcomed:
-                return None   # the engine forgot us (restart): say hello again next period
+            if remaining <= 0 or not self.welcomed:
+                return False   # not welcomed: the engine forgot us (restart); say hello again next period
+            self._receive(remaining)
 
     def _drain(self, timeout_s: float) -> None:
-        """Handle what has arrived (welcomes, notices); commands for past frames are late."""
-        message = self._receive(timeout_s)
-        while message is not None:
-            if isinstance(message, p.SignalCommand):
-                self.stats["late_commands"] += 1
-            message = self._receive(0.0)
+        """Handle what has arrived (welcomes, notices); commands wait in the inbox."""
+        while self._receive(timeout_s) is not None:
+            timeout_s = 0.0
 
     def _receive(self, timeout_s: float):
         data = self.link.receive(timeout_s)
@@ -223,10 +266,17 @@ class WireControl:
         except p.ProtocolError as exc:
             log.warning("undecodable message from the engine: %s", exc)
             return None
-        if isinstance(message, p.Welcome):
+        if isinstance(message, p.SignalCommand):
+            self.inbox.append(message)
+        elif isinstance(message, p.Welcome):
             if self.engine_id is not None and message.engine_id != self.engine_id:
                 self.stats["engine_restarts"] += 1
             self.engine_id, self.controller, self.welcomed = message.engine_id, message.controller, True
+            self.session, self.command_seq = message.session, -1
+            self.engine_timeout_s = self.options.engine_timeout_s or max(1.0, 2.0 * message.period_s)
+            if message.owned_signals:
+                log.warning("%d of our signals belong to another gateway session, e.g. %r; we run their plan",
+                            len(message.owned_signals), message.owned_signals[0])
             if message.unknown_signals or message.unknown_lanes:
                 log.warning("engine does not know %d of our signals and %d of our lanes",
                             len(message.unknown_signals), len(message.unknown_lanes))
@@ -252,6 +302,10 @@ class WireControl:
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+
+def _as_commands(changes: dict[int, str]) -> SignalCommands:
+    return SignalCommands(np.array(list(changes), dtype=np.int32), tuple(changes.values()))
 
 
 def replay(path: Path, engine_address: str, timeout_s: float = 5.0) -> dict:

@@ -719,8 +719,9 @@ def merge_lane_values(lanes, time_s, capacity, values, stores, fixed_bounds, lan
 
     values[f] is field f's reading per entry, or empty where the frame lacks the
     field (its store is then left as it is). An entry is valid when its lane is
-    known (lanes[k] >= 0) and every present value lies in 0..bound (NaN fails):
-    fixed_bounds[f] when positive, else the lane's capacity. A valid entry is
+    known (lanes[k] >= 0), every present value lies in 0..bound (NaN fails):
+    fixed_bounds[f] when positive, else the lane's capacity, and field 1 (halting)
+    is at most field 0 (vehicles) where both are present. A valid entry is
     stored unless a newer frame already set its lane, which is then marked seen
     at time_s. valid[k] reports the check."""
     for k in range(lanes.shape[0]):
@@ -734,6 +735,8 @@ def merge_lane_values(lanes, time_s, capacity, values, stores, fixed_bounds, lan
                 value = values[f][k]
                 if not (value >= 0.0 and value <= limit):
                     ok = False
+            if ok and values[0].shape[0] > 0 and values[1].shape[0] > 0 and values[1][k] > values[0][k]:
+                ok = False                    # more vehicles halting than on the lane
         valid[k] = ok
         if ok and lane_seen_s[lane] <= time_s:
             for f in range(len(values)):
@@ -745,14 +748,14 @@ def merge_lane_values(lanes, time_s, capacity, values, stores, fixed_bounds, lan
 @jit
 def merge_lanes_in_order(time_s, capacity, vehicles, halting, occupancy, stores, lane_seen_s, valid):
     """merge_lane_values for a frame whose entry k is lane k and has all three fields
-    (vehicles, halting: 0..capacity; occupancy: 0..1), as a gateway for the whole
+    (vehicles: 0..capacity; halting: 0..vehicles; occupancy: 0..1), as a gateway for the whole
     network sends it. Without the lane gather and with selects instead of branches
     the loop vectorises: about 6x faster than merge_lane_values on 200k lanes."""
     vehicle_store, halting_store, occupancy_store = stores
     for lane in range(vehicles.shape[0]):
         limit = capacity[lane]
         v, h, o = vehicles[lane], halting[lane], occupancy[lane]
-        ok = (v >= 0.0) & (v <= limit) & (h >= 0.0) & (h <= limit) & (o >= 0.0) & (o <= 1.0)
+        ok = (v >= 0.0) & (v <= limit) & (h >= 0.0) & (h <= v) & (o >= 0.0) & (o <= 1.0)
         valid[lane] = ok
         take = ok & (lane_seen_s[lane] <= time_s)
         vehicle_store[lane] = v if take else vehicle_store[lane]

@@ -217,6 +217,12 @@ class Network:
         n = int(self.phase_ptr[signal + 1] - self.phase_ptr[signal])
         return int(self.transition_offset[signal]) + phase * n + next_phase
 
+    def stage_state(self, signal: int, stage: int, phase: int, next_phase: int, stage_time_s: float) -> str:
+        """The SUMO state string of `signal` `stage_time_s` into that stage."""
+        if stage == STAGE_INTERIM:
+            return self.interim_state(signal, phase, next_phase, stage_time_s)
+        return self.signal_state(signal, stage, phase, next_phase)
+
     def interim_state(self, signal: int, phase: int, next_phase: int, stage_time_s: float) -> str:
         """What the program's interim from `phase` to `next_phase` shows `stage_time_s` into it."""
         transition = self.transition(signal, phase, next_phase)

@@ -13,6 +13,7 @@ from `REJECT_REASONS`, which the engine counts.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -55,16 +56,26 @@ REJECT_REASONS = (
     "stale",            # timestamp too old to describe the present
     "future",           # timestamp too far ahead of the engine's clock
     "rate_limited",     # sender exceeded its message rate
+    "signal_owned",     # a hello claimed signals another live gateway session holds (those signals only)
 )
+
+# What a gateway may send; anything else, engine-only types included, is `unknown_type`.
+GATEWAY_TYPES = frozenset({"hello", "detector", "camera", "state", "heartbeat"})
+# Stage arrays of a command carry this phase for a signal the engine does not
+# control for that gateway (unknown, owned by another session, or state not yet reported).
+NOT_CONTROLLED = -1
 
 STAGES = ("green", "yellow", "all_red", "crossing")   # kernels.STAGE_* order
 
 
 class ProtocolError(ValueError):
-    def __init__(self, reason: str, detail: str):
+    """`seq` is the message's sequence number where it could be read, else -1."""
+
+    def __init__(self, reason: str, detail: str, seq: int = -1):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.seq = seq
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,9 @@ class Hello:
 
 @dataclass(frozen=True)
 class Welcome:
-    """Engine -> gateway: accepted. `engine_id` changes when the engine restarts."""
+    """Engine -> gateway: accepted. `engine_id` changes when the engine restarts;
+    `session` numbers this hello's session, and every command for it carries it.
+    `owned_signals`: signals of the hello that another live session holds."""
 
     seq: int
     time_s: float
@@ -90,6 +103,8 @@ class Welcome:
     period_s: float
     unknown_signals: tuple[str, ...]
     unknown_lanes: tuple[str, ...]
+    session: int = -1
+    owned_signals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,11 +178,18 @@ class SignalCommand:
     display changed (`changed`: indices into the hello's signals).
     `frame_seq` is the seq of the last detector frame the decision used.
     `preempting`: signals (same indices) where an emergency preemption may end a
-    green before its minimum green this period."""
+    green before its minimum green this period. A signal the engine does not
+    control for this gateway has phase NOT_CONTROLLED and is never in `changed`.
+    `session` is the welcome's: a command for another session is not for you.
+    `state_seq` is the seq of the latest state report of this session the decision
+    took into account (-1: none): a command decided before a gateway's own change
+    reached the engine builds on a picture that is no longer true."""
 
     seq: int
     time_s: float
+    session: int
     frame_seq: int
+    state_seq: int
     phase: np.ndarray
     next_phase: np.ndarray
     stage: np.ndarray
@@ -200,8 +222,9 @@ def encode(message: Message) -> bytes:
         body.update(type="hello", gateway=message.gateway, signals=list(message.signals), lanes=list(message.lanes))
     elif isinstance(message, Welcome):
         body.update(type="welcome", engine_id=message.engine_id, controller=message.controller,
-                    period_s=message.period_s,
-                    unknown_signals=list(message.unknown_signals), unknown_lanes=list(message.unknown_lanes))
+                    period_s=message.period_s, session=message.session,
+                    unknown_signals=list(message.unknown_signals), unknown_lanes=list(message.unknown_lanes),
+                    owned_signals=list(message.owned_signals))
     elif isinstance(message, DetectorMessage):
         body.update(type="detector", vehicles=_pack(message.vehicles, _F32))
         _put_optional(body, "lanes", message.lanes)
@@ -218,7 +241,8 @@ def encode(message: Message) -> bytes:
     elif isinstance(message, Heartbeat):
         body.update(type="heartbeat")
     elif isinstance(message, SignalCommand):
-        body.update(type="command", frame_seq=message.frame_seq, changed=_pack(message.changed, _I32),
+        body.update(type="command", session=message.session, frame_seq=message.frame_seq,
+                    state_seq=message.state_seq, changed=_pack(message.changed, _I32),
                     states=list(message.states), **_stage_body(message))
         if message.preempting.size:
             body["preempting"] = _pack(message.preempting, _I32)
@@ -229,8 +253,11 @@ def encode(message: Message) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def decode(data: bytes, max_bytes: int | None = None) -> Message:
-    """Parse and validate one message; raises ProtocolError on anything else."""
+def decode(data: bytes, max_bytes: int | None = None, accept: frozenset[str] | None = None) -> Message:
+    """Parse and validate one message of a type in `accept` (default: any); raises
+    ProtocolError on anything else, carrying the message's `seq` where it could be read.
+    Reasons are checked in this order: oversized, malformed (not a msgpack map),
+    bad_version, unknown_type, malformed (a field)."""
     if max_bytes is not None and len(data) > max_bytes:
         raise ProtocolError("oversized", f"{len(data)} bytes > limit {max_bytes}")
     try:
@@ -240,16 +267,20 @@ def decode(data: bytes, max_bytes: int | None = None) -> Message:
         raise ProtocolError("malformed", f"not msgpack ({type(exc).__name__})") from None
     if not isinstance(body, dict):
         raise ProtocolError("malformed", f"top level is {type(body).__name__}, not a map")
-    version = body.get("v")
-    if version != SCHEMA_VERSION:
-        raise ProtocolError("bad_version", f"schema version {version!r}, engine speaks {SCHEMA_VERSION}")
-    kind = body.get("type")
-    parser = _PARSERS.get(kind) if isinstance(kind, str) else None
-    if parser is None:
-        raise ProtocolError("unknown_type", f"message type {kind!r}")
-    seq = _int(body, "seq")
-    time_s = _number(body, "time_s")
-    return parser(body, seq, time_s)
+    seq = body.get("seq")
+    readable_seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
+    try:
+        version = body.get("v")
+        if version != SCHEMA_VERSION:
+            raise ProtocolError("bad_version", f"schema version {version!r}, engine speaks {SCHEMA_VERSION}")
+        kind = body.get("type")
+        parser = _PARSERS.get(kind) if isinstance(kind, str) else None
+        if parser is None or (accept is not None and kind not in accept):
+            raise ProtocolError("unknown_type", f"message type {kind!r}")
+        return parser(body, _int(body, "seq"), _number(body, "time_s"))
+    except ProtocolError as exc:
+        exc.seq = readable_seq
+        raise
 
 
 def write_record(stream: BinaryIO, direction: str, wall_s: float, data: bytes) -> None:
@@ -265,29 +296,35 @@ def read_records(path) -> Iterator[tuple[str, float, bytes]]:
 
 
 def _parse_hello(body, seq, time_s) -> Hello:
-    return Hello(seq, time_s, _str(body, "gateway"), _str_list(body, "signals"), _str_list(body, "lanes"))
+    signals, lanes = _str_list(body, "signals"), _str_list(body, "lanes")
+    for key, ids in (("signals", signals), ("lanes", lanes)):
+        if len(set(ids)) != len(ids):
+            repeated = next(i for i, n in Counter(ids).items() if n > 1)
+            raise ProtocolError("malformed", f"{key!r} names {repeated!r} more than once")
+    return Hello(seq, time_s, _str(body, "gateway"), signals, lanes)
 
 
 def _parse_welcome(body, seq, time_s) -> Welcome:
     return Welcome(seq, time_s, _str(body, "engine_id"), _str(body, "controller"), _number(body, "period_s"),
-                   _str_list(body, "unknown_signals"), _str_list(body, "unknown_lanes"))
+                   _str_list(body, "unknown_signals"), _str_list(body, "unknown_lanes"), _int(body, "session"),
+                   _str_list(body, "owned_signals"))
 
 
 def _parse_detector(body, seq, time_s) -> DetectorMessage:
-    lanes = _str_list(body, "lanes") if "lanes" in body else None
+    lanes = _str_list(body, "lanes") if _given(body, "lanes") else None
     vehicles = _array(body, "vehicles", _F32)
-    halting = _array(body, "halting", _F32) if "halting" in body else None
-    occupancy = _array(body, "occupancy", _F32) if "occupancy" in body else None
+    halting = _array(body, "halting", _F32) if _given(body, "halting") else None
+    occupancy = _array(body, "occupancy", _F32) if _given(body, "occupancy") else None
     _same_length(vehicles, halting, occupancy, lanes)
     return DetectorMessage(seq, time_s, lanes, vehicles, halting, occupancy)
 
 
 def _parse_camera(body, seq, time_s) -> CameraMessage:
-    lanes = _str_list(body, "lanes") if "lanes" in body else None
-    queue = _array(body, "queue", _F32) if "queue" in body else None
-    vehicles = _array(body, "vehicles", _F32) if "vehicles" in body else None
+    lanes = _str_list(body, "lanes") if _given(body, "lanes") else None
+    queue = _array(body, "queue", _F32) if _given(body, "queue") else None
+    vehicles = _array(body, "vehicles", _F32) if _given(body, "vehicles") else None
     _same_length(queue, vehicles, None, lanes)
-    sightings = body.get("emergency", [])
+    sightings = body.get("emergency") if _given(body, "emergency") else []
     if not isinstance(sightings, list):
         raise ProtocolError("malformed", "'emergency' is not a list")
     return CameraMessage(seq, time_s, lanes, queue, vehicles, tuple(_parse_sighting(s) for s in sightings))
@@ -296,8 +333,8 @@ def _parse_camera(body, seq, time_s) -> CameraMessage:
 def _parse_sighting(body) -> EmergencySighting:
     if not isinstance(body, dict):
         raise ProtocolError("malformed", "an emergency sighting is not a map")
-    route = _str_list(body, "route") if "route" in body else ()
-    destination = _str(body, "destination") if body.get("destination") is not None else None
+    route = _str_list(body, "route") if _given(body, "route") else ()
+    destination = _str(body, "destination") if _given(body, "destination") else None
     return EmergencySighting(_str(body, "id"), _str(body, "lane"), _number(body, "position_m"),
                              _number(body, "speed_mps"), route, destination, _int(body, "priority"))
 
@@ -307,7 +344,7 @@ def _parse_state(body, seq, time_s) -> StateReport:
     if mode not in ("engine", "local"):
         raise ProtocolError("malformed", f"mode {mode!r} is neither 'engine' nor 'local'")
     arrays = _stage_arrays(body)
-    rejected = body.get("rejected", [])
+    rejected = body.get("rejected") if _given(body, "rejected") else []
     if not isinstance(rejected, list) or not all(
             isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and isinstance(r[1], str) for r in rejected):
         raise ProtocolError("malformed", "'rejected' is not a list of [signal index, reason]")
@@ -320,10 +357,13 @@ def _parse_command(body, seq, time_s) -> SignalCommand:
     states = _str_list(body, "states")
     if changed.size != len(states):
         raise ProtocolError("malformed", "'changed' and 'states' differ in length")
-    preempting = _array(body, "preempting", _I32) if "preempting" in body else np.zeros(0, dtype=np.int32)
+    preempting = _array(body, "preempting", _I32) if _given(body, "preempting") else np.zeros(0, dtype=np.int32)
     if np.any(preempting < 0) or np.any(preempting >= arrays[0].size):
         raise ProtocolError("malformed", "'preempting' names a signal outside the command")
-    return SignalCommand(seq, time_s, _int(body, "frame_seq"), *arrays, changed, states, preempting)
+    if np.any(changed < 0) or np.any(changed >= arrays[0].size):
+        raise ProtocolError("malformed", "'changed' names a signal outside the command")
+    return SignalCommand(seq, time_s, _int(body, "session"), _int(body, "frame_seq"), _int(body, "state_seq"),
+                         *arrays, changed, states, preempting)
 
 
 def _parse_heartbeat(body, seq, time_s) -> Heartbeat:
@@ -377,6 +417,11 @@ def _sighting_body(s: EmergencySighting) -> dict:
     if s.destination is not None:
         body["destination"] = s.destination
     return body
+
+
+def _given(body: dict, key: str) -> bool:
+    """An optional field is given when present and not nil (nil means absent)."""
+    return body.get(key) is not None
 
 
 def _field(body: dict, key: str):

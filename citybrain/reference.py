@@ -342,6 +342,9 @@ def merge_lane_values(lanes, time_s, capacity, values, stores, fixed_bounds, lan
         limit = np.where(fixed_bounds[f] > 0, fixed_bounds[f], capacity[safe])
         with np.errstate(invalid="ignore"):
             ok &= (field >= 0) & (field <= limit)
+    if len(values[0]) and len(values[1]):
+        with np.errstate(invalid="ignore"):
+            ok &= values[1] <= values[0]
     valid[:] = ok
     take = ok & (lane_seen_s[safe] <= time_s)
     for f, field in enumerate(values):

@@ -22,10 +22,10 @@ import numpy as np
 
 from .config import SignalTiming
 from . import kernels as compiled_kernels
-from .kernels import STAGE_GREEN, STAGE_INTERIM, count_conflicting_greens
+from .kernels import STAGE_GREEN, STAGE_INTERIM, STAGE_YELLOW, count_conflicting_greens
 from .network import Network
 
-__all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport", "CommandGuard"]
+__all__ = ["SafetyLayer", "SafetyMonitor", "SafetyReport", "CommandGuard", "GUARD_REASONS"]
 
 N_STAGES = STAGE_INTERIM + 1   # kernels.STAGE_* are 0..STAGE_INTERIM
 
@@ -106,19 +106,27 @@ class SafetyLayer:
         return steps
 
     def adopt(self, signals: np.ndarray, phase: np.ndarray, next_phase: np.ndarray, stage: np.ndarray,
-              stage_time_s: np.ndarray) -> int:
+              stage_time_s: np.ndarray, lag_s: float = 0.0) -> np.ndarray:
         """Take over what a field device reports it is showing (after an engine
         restart, or where it refused a command): the stage machine continues from
-        there, so clearance in progress is completed, never cut."""
-        n_phases = np.diff(self.network.phase_ptr)[signals]
+        there, so clearance in progress is completed, never cut. `stage_time_s` is
+        as reported; the stage machine keeps `stage_time_s - lag_s` (`lag_s`: how much
+        of its next period's step had passed when the report was true), so its next
+        step never counts time the signal has not shown. Returns which reports were
+        possible (a phase and stage of that signal); the others are left as they were."""
+        net = self.network
+        n_phases = np.diff(net.phase_ptr)[signals]
         valid = ((phase >= 0) & (phase < n_phases) & (next_phase >= 0) & (next_phase < n_phases)
                  & (stage >= 0) & (stage < N_STAGES) & np.isfinite(stage_time_s) & (stage_time_s >= 0))
+        for k in np.flatnonzero(valid & (stage == STAGE_INTERIM)).tolist():
+            transition = net.transition(int(signals[k]), int(phase[k]), int(next_phase[k]))
+            valid[k] = phase[k] != next_phase[k] and net.interim_ptr[transition + 1] > net.interim_ptr[transition]
         signals = signals[valid]
         self.green_phase[signals] = phase[valid]
         self.next_phase[signals] = next_phase[valid]
         self.stage[signals] = stage[valid]
-        self.stage_time_s[signals] = stage_time_s[valid]
-        return int((~valid).sum())
+        self.stage_time_s[signals] = stage_time_s[valid] - lag_s
+        return valid
 
     def state_strings(self, signals: np.ndarray) -> tuple[str, ...]:
         """The SUMO state string each of `signals` shows now. Strings are built once
@@ -265,8 +273,18 @@ class SafetyMonitor:
             self._blame(np.bincount(self.owner[links], minlength=self.network.n_signals))
 
 
+# Wall-clock times are ~1.8e9 s, where a double resolves 0.24 us: the sum of a
+# yellow's periods then differs from its length by a few us. 0.1 ms is far below
+# what any cabinet resolves.
+_CLOCK_TOLERANCE_S = 1e-4
+
+# Why a CommandGuard refuses a state change.
+GUARD_REASONS = ("bad_state", "conflicting_green", "missing_yellow", "short_yellow")
+
+
 class CommandGuard:
-    """What a cabinet's conflict monitor checks, for commands arriving from afar."""
+    """What a cabinet's conflict monitor checks, for commands arriving from afar.
+    The engine checks every command it sends with it, and a gateway every command it applies."""
 
     def __init__(self, network: Network):
         self.network = network
@@ -294,9 +312,32 @@ class CommandGuard:
             if before in "Gg":
                 return "missing_yellow"
             shortest_s = self.network.link_yellow_s[start + link]
-            if before == "y" and now_s - self.yellow_since_s[start + link] < shortest_s - 1e-6:
+            if before == "y" and now_s - self.yellow_since_s[start + link] < shortest_s - _CLOCK_TOLERANCE_S:
                 return "short_yellow"
         return None
+
+    def adopt(self, signal: int, stage: int, phase: int, next_phase: int, stage_time_s: float, now_s: float) -> None:
+        """Record that `signal` has shown that stage for `stage_time_s` at `now_s`, as a
+        field device reports it: each yellow link's yellow began when the stage
+        showed it first, without a break, up to now."""
+        net = self.network
+        state = net.stage_state(signal, stage, phase, next_phase, stage_time_s)
+        start = int(self.link_offset[signal])
+        yellow_s = np.zeros(len(state))
+        if stage == STAGE_YELLOW:
+            yellow_s[:] = stage_time_s
+        elif stage == STAGE_INTERIM:
+            transition = net.transition(signal, phase, next_phase)
+            begun_s = 0.0
+            for k in range(int(net.interim_ptr[transition]), int(net.interim_ptr[transition + 1])):
+                if begun_s > stage_time_s + 1e-9:
+                    break
+                shown = np.frombuffer(net.interim_states[k].encode("ascii"), dtype=np.uint8) == _YELLOW[0]
+                yellow_s = np.where(shown, yellow_s, 0.0)
+                yellow_s[shown] += min(float(net.interim_s[k]), stage_time_s - begun_s)
+                begun_s += float(net.interim_s[k])
+        self.shown[signal] = state
+        self.yellow_since_s[start:start + len(state)] = now_s - yellow_s
 
     def shown_now(self, signal: int, state: str, now_s: float) -> None:
         """Record that `signal` shows `state` from `now_s` on."""

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .protocol import REJECT_REASONS
+from .safety import GUARD_REASONS
 
 __all__ = ["EngineMetrics", "MetricsServer"]
 
@@ -45,12 +46,23 @@ class EngineMetrics:
                                           "Commands a gateway's conflict guard refused", registry=r)
         self.resyncs = Counter("citybrain_signal_resyncs_total",
                                "Signals whose state the engine took over from a gateway report", registry=r)
+        self.commands_refused = Counter(
+            "citybrain_commands_refused_total",
+            "Signal changes the engine's own conflict monitor stopped before sending, by reason", ["reason"],
+            registry=r)
+        self.ownership_moves = Counter("citybrain_ownership_moves_total",
+                                       "Signals taken over by a new gateway session from an expired one", registry=r)
+        self.signals_commanded = Gauge("citybrain_signals_commanded",
+                                       "Signals the engine commands: owned by a session that reported their state",
+                                       registry=r)
         self.gateways = Gauge("citybrain_gateways", "Gateways heard from within the staleness window", registry=r)
         # Pre-create every label so a scrape shows zeros rather than nothing.
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
         for kind in MESSAGE_TYPES:
             self.received.labels(kind)
+        for reason in GUARD_REASONS:
+            self.commands_refused.labels(reason)
 
     def watch_signals(self, signal_ids: tuple[str, ...], phase: Callable[[], np.ndarray],
                       stage: Callable[[], np.ndarray], stale: Callable[[], np.ndarray]) -> None:

@@ -10,6 +10,9 @@ Socket pattern: the engine binds one ROUTER, each gateway connects one DEALER.
 - The gateway sets IMMEDIATE, so while no engine is connected its sends fail at
   once (it then runs its local plan) rather than queueing stale frames for an
   engine that may come back minutes later.
+- ROUTER_HANDOVER: a gateway that reconnects under the same routing id takes
+  it over at once; its hello starts a new session, whose commands carry the
+  new session number, so nothing meant for the old session is taken for its own.
 - ROUTER fair-queues its peers: one flooding gateway cannot starve the others
   at the socket; the engine's per-sender rate limit does the rest.
 """
@@ -43,6 +46,9 @@ def serve_loop(field: FieldEngine, address: str, stop: threading.Event,
     context = zmq.Context()
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # A gateway reconnecting under its routing id takes the id over at once (the
+    # default keeps the dead connection and silently drops the new one's messages).
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.RCVHWM, _HWM)
     sock.setsockopt(zmq.SNDHWM, _HWM)
     sock.setsockopt(zmq.LINGER, 0)

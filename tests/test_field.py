@@ -31,9 +31,21 @@ def make_field(net, **config):
 class Feed:
     """A well-behaved gateway speaking bytes to a FieldEngine."""
 
-    def __init__(self, field, net, sender=GW):
+    def __init__(self, field, net, sender=GW, report=True):
+        """As the protocol asks, a hello, then a report of what the signals show
+        (here: each in its first phase's green for 30 s), unless `report` is False."""
         self.field, self.net, self.sender, self.seq = field, net, sender, 0
         self.send(p.Hello(self.next(), 0.0, "test", net.signal_ids, net.lane_ids))
+        if report:
+            self.report(0.0, phase=np.zeros(net.n_signals, np.int16))
+
+    def report(self, time_s, phase, next_phase=None, stage=None, stage_time_s=None, mode="local", command_seq=-1):
+        n = phase.size
+        return self.send(p.StateReport(
+            self.next(), time_s, command_seq, mode, phase,
+            np.zeros(n, np.int16) if next_phase is None else next_phase,
+            np.zeros(n, np.uint8) if stage is None else stage,
+            np.full(n, 30.0) if stage_time_s is None else stage_time_s, rejected=()))
 
     def next(self):
         self.seq += 1
@@ -132,7 +144,7 @@ def test_silent_detectors_fall_back_to_the_program_and_recover(net):
 
 def test_state_report_is_taken_over_by_a_fresh_engine_but_not_while_a_command_is_in_flight(net):
     field = make_field(net)
-    feed = Feed(field, net)
+    feed = Feed(field, net, report=False)
     n = net.n_signals
     state = dict(phase=np.ones(n, np.int16), next_phase=np.zeros(n, np.int16),
                  stage=np.full(n, 1, np.uint8), stage_time_s=np.full(n, 1.0))
@@ -151,7 +163,7 @@ def test_state_report_is_taken_over_by_a_fresh_engine_but_not_while_a_command_is
 
 def test_impossible_reported_states_are_refused(net):
     field = make_field(net)
-    feed = Feed(field, net)
+    feed = Feed(field, net, report=False)
     n = net.n_signals
     notices = feed.send(p.StateReport(feed.next(), 0.0, -1, "local", phase=np.full(n, 99, np.int16),
                                       next_phase=np.zeros(n, np.int16), stage=np.zeros(n, np.uint8),
@@ -235,3 +247,98 @@ def test_preemption_shows_in_metrics(net):
     assert value("citybrain_preemption_entries_total") >= 1
     assert value("citybrain_preemption_timeouts_total") == 0
     assert value("citybrain_preemption_stalls_total") == 0
+
+
+def messages(replies, recipient=None):
+    return [p.decode(data) for to, data in replies if recipient is None or to == recipient]
+
+
+def test_no_command_for_a_signal_before_its_gateway_reported_it(net):
+    field = make_field(net)
+    feed = Feed(field, net, report=False)
+    for t in range(5):
+        _, commands = feed.frame(float(t))
+        assert commands == []                       # nothing is known of what the signals show
+    # Half the signals reported: those, and only those, are commanded from exactly the reported state.
+    n, half = net.n_signals, net.n_signals // 2
+    phase = np.zeros(n, np.int16)
+    phase[half:] = 99                               # impossible: those stay uncommanded
+    notices = feed.report(5.0, phase=phase, stage_time_s=np.full(n, 2.0))
+    assert [x.reason for x in notices] == ["invalid_value"]
+    _, (command,) = feed.frame(5.0)
+    assert (command.phase[half:] == p.NOT_CONTROLLED).all() and (command.phase[:half] >= 0).all()
+    assert set(command.changed.tolist()) == set(range(half))      # the first command announces each
+    assert np.allclose(command.stage_time_s[:half][command.stage[:half] == 0], 2.0)
+
+
+def test_a_yellow_reported_mid_way_is_completed_in_full(net):
+    field = make_field(net)
+    feed = Feed(field, net, report=False)
+    n = net.n_signals
+    feed.report(100.0, phase=np.zeros(n, np.int16), next_phase=np.ones(n, np.int16), stage=np.ones(n, np.uint8),
+                stage_time_s=np.full(n, 1.0), mode="engine")
+    yellow_began_s = 99.0
+    guard = CommandGuard(net)
+    for signal in range(n):
+        guard.adopt(signal, 1, 0, 1, 1.0, 100.0)
+    ended = {}
+    for t in np.arange(100.0, 110.0, 1.0):
+        for command in feed.frame(float(t))[1]:
+            for signal, state in zip(command.changed.tolist(), command.states):
+                assert guard.check(signal, state, t) is None, (signal, state)
+                guard.shown_now(signal, state, t)
+                if "y" not in state:
+                    ended.setdefault(signal, t)
+    assert len(ended) == n
+    assert all(t - yellow_began_s >= net.yellow_s[s] for s, t in ended.items())
+    assert field.metrics.registry.get_sample_value("citybrain_commands_refused_total",
+                                                   {"reason": "short_yellow"}) == 0
+
+
+def test_a_signal_belongs_to_one_session_until_it_falls_silent(net):
+    field = make_field(net, stale_after_s=5.0)
+    first = Feed(field, net, sender=b"first")
+    first.frame(0.0)
+    second = Feed(field, net, sender=b"second", report=False)
+    before = rejected(field, "signal_owned")
+    claim = second.send(p.Hello(second.next(), 0.0, "second", net.signal_ids[:3], ()))
+    welcome, notice = claim
+    assert isinstance(welcome, p.Welcome) and welcome.owned_signals == net.signal_ids[:3]
+    assert notice.reason == "signal_owned" and notice.ref_seq == second.seq
+    assert rejected(field, "signal_owned") - before == 3
+    # The second session's reports change nothing, and it gets no command.
+    n3 = np.zeros(3, np.int16)
+    second.send(p.StateReport(second.next(), 0.5, -1, "local", n3 + 1, n3, n3.astype(np.uint8), np.zeros(3), ()))
+    assert (field.engine.safety.green_phase[:3] == 0).all() or (field.engine.safety.stage[:3] != 0).any()
+    ones = np.ones(net.n_lanes, np.float32)
+    first.send(p.DetectorMessage(first.next(), 1.0, None, ones, ones, ones / 100))  # (a hello restarts the frames clock)
+    replies = field.step(0.0)
+    assert {to for to, _ in replies} == {b"first"}
+    # The first falls silent past stale_after_s: a new claim moves the signals, and the first is told.
+    later = field.receive(b"second", p.encode(p.Hello(second.next(), 0.0, "second", net.signal_ids[:3], ())),
+                          0.0, 6.0)
+    (welcome,), told = messages(later, b"second"), messages(later, b"first")
+    assert welcome.owned_signals == () and [x.reason for x in told] == ["signal_owned"]
+    assert field.metrics.registry.get_sample_value("citybrain_ownership_moves_total") == 3
+    first.send(p.DetectorMessage(first.next(), 2.0, None, ones, ones, ones / 100))
+    first_command = messages(field.step(0.0), b"first")[0]
+    assert (first_command.phase[:3] == p.NOT_CONTROLLED).all() and (first_command.phase[3:] >= 0).all()
+
+
+def test_the_engine_does_not_send_a_change_its_own_guard_refuses(net):
+    """An engine-side fault (here: a stage machine forced from green to all-red) is
+    caught before it leaves: not sent, counted, and the signal waits for a report."""
+    field = make_field(net)
+    feed = Feed(field, net)
+    feed.frame(0.0)
+    safety = field.engine.safety
+    signal = 0
+    safety.stage[signal], safety.next_phase[signal] = 2, (safety.green_phase[signal] + 1) % 2   # all-red, no yellow
+    safety.stage_time_s[signal] = 0.0
+    safety.changed[:] = False
+    _, (command,) = feed.frame(1.0)
+    refused = field.metrics.registry.get_sample_value("citybrain_commands_refused_total", {"reason": "missing_yellow"})
+    assert refused == 1 and signal not in command.changed.tolist() and command.phase[signal] == p.NOT_CONTROLLED
+    feed.report(1.5, phase=np.zeros(net.n_signals, np.int16), mode="engine", command_seq=command.seq)
+    _, (command,) = feed.frame(2.0)
+    assert command.phase[signal] >= 0

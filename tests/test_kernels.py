@@ -169,19 +169,23 @@ def test_merge_lane_values_matches_reference(seed):
     capacity = rng.uniform(5, 20, n_lanes)
     seen = rng.integers(0, 20, n_lanes).astype(np.float64)
     bounds = np.array([0.0, 0.0, 1.0])
+    # Even seeds: a frame without halting counts; odd: halting, sometimes above the vehicles.
+    halting = np.zeros(0, np.float32) if seed % 2 == 0 else rng.normal(3, 5, n).astype(np.float32)
     results = []
     for ops in (kernels, reference):
         valid = np.ones(n, bool)
         stores = (np.zeros(n_lanes), np.full(n_lanes, -1.0), np.zeros(n_lanes))
         lane_seen = seen.copy()
-        absent = np.zeros(0, np.float32)                        # a frame without halting counts
-        ops.merge_lane_values(lanes, 10.0, capacity, (vehicles, absent, occupancy), stores, bounds, lane_seen, valid)
+        ops.merge_lane_values(lanes, 10.0, capacity, (vehicles, halting, occupancy), stores, bounds, lane_seen, valid)
         results.append((valid, *stores, lane_seen))
     for fast, slow in zip(*results):
         np.testing.assert_array_equal(fast, slow)
     valid, stored, untouched = results[0][:3]
     assert valid.any() and not valid.all() and not valid[lanes < 0].any()
-    assert (untouched == -1.0).all() and (stored != 0).any()
+    assert (stored != 0).any()
+    assert (untouched == -1.0).all() if halting.size == 0 else (untouched != -1.0).any()
+    if halting.size:
+        assert not valid[halting > vehicles].any() and (halting > vehicles).any()
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -212,6 +216,7 @@ def test_merge_lanes_in_order_matches_reference(seed):
     valid, vehicles = results[0][:2]
     assert valid.any() and not valid.all()
     assert (vehicles[valid & (seen <= 10.0)] >= 0).all() and (vehicles[~valid | (seen > 10.0)] == -1.0).all()
+    assert not valid[fields[1] > fields[0]].any()
 
 
 @pytest.mark.parametrize("seed", range(3))

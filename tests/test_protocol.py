@@ -13,7 +13,7 @@ STATE = dict(phase=np.array([0, 2], np.int16), next_phase=np.array([1, 0], np.in
 
 MESSAGES = [
     p.Hello(1, 10.0, "gw", ("A", "B"), ("a_0", "b_0", "c_0")),
-    p.Welcome(2, 10.0, "abc123", "citybrain", 1.0, ("X",), ()),
+    p.Welcome(2, 10.0, "abc123", "citybrain", 1.0, ("X",), (), 3, ("B",)),
     p.DetectorMessage(3, 11.0, None, F32, F32, F32 / 10),
     p.DetectorMessage(4, 11.0, ("a_0", "b_0", "c_0"), F32, None, None),
     p.CameraMessage(5, 11.0, ("a_0", "b_0", "c_0"), F32, F32, (
@@ -21,8 +21,8 @@ MESSAGES = [
         p.EmergencySighting("amb2", "b_0", 0.0, 0.0, (), "c", 2))),
     p.StateReport(6, 12.0, 5, "engine", **STATE, rejected=((1, "missing_yellow"),)),
     p.Heartbeat(7, 12.0),
-    p.SignalCommand(8, 12.0, 4, **STATE, changed=np.array([1], np.int32), states=("GGrr",)),
-    p.SignalCommand(8, 12.0, 4, **STATE, changed=np.array([1], np.int32), states=("GGrr",),
+    p.SignalCommand(8, 12.0, 3, 4, 6, **STATE, changed=np.array([1], np.int32), states=("GGrr",)),
+    p.SignalCommand(8, 12.0, 3, 4, 6, **STATE, changed=np.array([1], np.int32), states=("GGrr",),
                     preempting=np.array([0], np.int32)),
     p.ErrorNotice(9, 12.0, "stale", "too old", 3),
 ]
@@ -70,6 +70,33 @@ def test_each_kind_of_bad_message_has_its_reason():
     assert reason_of(msgpack.packb({k: v for k, v in good.items() if k != "seq"})) == "malformed"
     assert reason_of(msgpack.packb({**good, "time_s": float("nan")})) == "malformed"
     assert reason_of(p.encode(MESSAGES[2]), max_bytes=10) == "oversized"
+    hello = msgpack.unpackb(p.encode(MESSAGES[0]))
+    assert reason_of(msgpack.packb({**hello, "signals": ["A", "B", "A"]})) == "malformed"
+    assert reason_of(msgpack.packb({**hello, "lanes": ["a_0", "a_0"]})) == "malformed"
+
+
+def test_nil_in_an_optional_field_means_absent():
+    body = msgpack.unpackb(p.encode(MESSAGES[2]))
+    message = p.decode(msgpack.packb({**body, "lanes": None, "halting": None, "occupancy": None}))
+    assert message.lanes is None and message.halting is None and message.occupancy is None
+    assert reason_of(msgpack.packb({**body, "vehicles": None})) == "malformed"      # required
+    assert p.decode(msgpack.packb({**body, "time_s": 11})).time_s == 11.0           # an integer time is a time
+
+
+def test_a_rejection_carries_the_seq_wherever_it_can_be_read():
+    good = msgpack.unpackb(p.encode(MESSAGES[2]))
+    for bad, reason in (({**good, "v": 2}, "bad_version"), ({**good, "type": "teleport"}, "unknown_type"),
+                        ({**good, "vehicles": [1.0]}, "malformed"), ({**good, "time_s": "noon"}, "malformed")):
+        with pytest.raises(p.ProtocolError) as caught:
+            p.decode(msgpack.packb({**bad, "seq": 41}))
+        assert (caught.value.reason, caught.value.seq) == (reason, 41)
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode(msgpack.packb({**good, "seq": "41"}))
+    assert caught.value.seq == -1
+    # An engine-only type sent to the engine is of a type it does not take, not malformed.
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode(msgpack.packb({"v": 1, "type": "command", "seq": 5, "time_s": 1.0}), accept=p.GATEWAY_TYPES)
+    assert (caught.value.reason, caught.value.seq) == ("unknown_type", 5)
 
 
 @settings(max_examples=3000, deadline=None)

@@ -101,6 +101,9 @@ class GoodGateway(Client):
         self.net = net
         self.send(p.Hello(self.next(), time.time(), "good", net.signal_ids, net.lane_ids))
         self.wait_for(lambda m: isinstance(m, p.Welcome))
+        n = net.n_signals    # what the signals show: each in its first green for 30 s
+        self.send(p.StateReport(self.next(), time.time(), -1, "local", np.zeros(n, np.int16),
+                                np.zeros(n, np.int16), np.zeros(n, np.uint8), np.full(n, 30.0), ()))
 
     def round_trip(self):
         """A valid frame for every lane; the command answering it must cover every signal."""
@@ -125,6 +128,9 @@ def test_running_engine_rejects_each_bad_input_and_keeps_serving(running_engine,
                      (*lanes3, "ghost-lane")))
     welcome = bad.wait_for(lambda m: isinstance(m, p.Welcome))
     assert welcome.unknown_signals == ("ghost-signal",) and welcome.unknown_lanes == ("ghost-lane",)
+    # The good gateway holds those two signals: the claim is refused, the rest of the hello stands.
+    assert welcome.owned_signals == net.signal_ids[:2]
+    assert bad.wait_for(lambda m: isinstance(m, p.ErrorNotice)).reason == "signal_owned"
     # A valid detector frame in the hello's lane order (3 lanes + the ghost).
     detector = msgpack.unpackb(p.encode(p.DetectorMessage(0, 0.0, None, np.ones(4, np.float32), None, None)))
 
@@ -137,6 +143,11 @@ def test_running_engine_rejects_each_bad_input_and_keeps_serving(running_engine,
         notice = bad.wait_for(lambda m: isinstance(m, p.ErrorNotice))
         assert notice.reason == reason
         assert rejections(port)[reason] - before == count, reason
+        try:   # the notice names the message by its seq wherever that can be read
+            seq = msgpack.unpackb(message)["seq"]
+        except Exception:
+            seq = -1
+        assert notice.ref_seq == (seq if isinstance(seq, int) else -1), (reason, notice.ref_seq)
 
     expect("malformed", b"\xc1 not msgpack")
     expect("malformed", msgpack.packb(["a", "list"]))
@@ -145,6 +156,9 @@ def test_running_engine_rejects_each_bad_input_and_keeps_serving(running_engine,
     expect("bad_version", raw(v=2))
     expect("unknown_type", raw(type="teleport"))
     expect("unknown_type", p.encode(p.Welcome(bad.next(), time.time(), "x", "y", 1.0, (), ())))
+    expect("unknown_type", msgpack.packb({"v": 1, "type": "command", "seq": bad.next(), "time_s": time.time()}))
+    expect("malformed", p.encode(p.Hello(bad.next(), time.time(), "bad", ("A0", "A0"), ())))
+    expect("invalid_value", p.encode(p.DetectorMessage(bad.next(), time.time(), lanes3, f32, f32 * 2, None)), 3)
     expect("unknown_id", p.encode(p.DetectorMessage(bad.next(), time.time(), ("nope", lanes3[0]),
                                                     np.ones(2, np.float32), None, None)))
     values = np.array([np.nan, -2.0, 1e6, 1.0], np.float32)
@@ -260,7 +274,8 @@ def test_over_the_wire_equals_in_process(tmp_path, detectors):
     assert sim.returncode == 0, sim.stderr
     wire = json.loads((tmp_path / "wire.json").read_text())["controllers"]["citybrain"]
     local = json.loads((tmp_path / "sim.json").read_text())["controllers"]["citybrain"]
-    assert wire["gateway"]["engine_steps"] == 300 and wire["gateway"]["local_steps"] == 0
+    # The first period starts the signals on their program (the gateway's own step); the engine then takes over.
+    assert wire["gateway"]["engine_steps"] == 299 and wire["gateway"]["local_steps"] == 1
     assert wire["gateway"]["notices"] == {}      # the engine accepted every frame
     assert wire["detectors"] == local["detectors"] == detectors
     assert local["ev_count"] == 2 and local["emergency"]["preemption"]["entries"] > 0
@@ -319,7 +334,7 @@ def test_recorded_stream_replays_identically(recording, tmp_path):
     replayed = replay_against(recording, json_out=tmp_path / "replay.json")
     assert replayed.returncode == 0, replayed.stderr
     result = json.loads((tmp_path / "replay.json").read_text())
-    assert result["frames"] == 120 and result["commands"] == 120 and result["mismatches"] == 0
+    assert result["frames"] == 119 and result["commands"] == 119 and result["mismatches"] == 0
 
 
 def test_replay_detects_a_different_engine(recording):
