@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import PreemptionConfig, SignalTiming
+from .config import PreemptionConfig, SignalTiming, SupervisorConfig
 from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS
 from .detectors import DETECTOR_MODES
 from .field import CLOCKS, FieldConfig
@@ -72,10 +72,11 @@ def _progress_bar(description: str):
 
 def _options(args) -> RunOptions:
     preemption = PreemptionConfig(enabled=not getattr(args, "no_preemption", False))
+    supervisor = SupervisorConfig(enabled=not getattr(args, "no_supervisor", False))
     backend = args.backend or ("traci" if args.sumo_home else "libsumo")
     return RunOptions(backend=backend, seed=args.seed, begin_s=args.begin, end_s=args.end,
-                      preemption=preemption, pace=getattr(args, "pace", None),
-                      detectors=getattr(args, "detectors", "auto"),
+                      preemption=preemption, supervisor=supervisor, pace=getattr(args, "pace", None),
+                      detectors=getattr(args, "detectors", "auto"), layout_seed=getattr(args, "layout_seed", 0),
                       timing=SignalTiming(min_all_red_s=args.min_all_red), sumo_home=args.sumo_home,
                       output_dir=getattr(args, "output_dir", None))
 
@@ -149,6 +150,7 @@ def _cmd_serve(args) -> None:
     options = ServeOptions(bind=args.bind, controller=args.controller, metrics_address=args.metrics_address,
                            metrics_port=None if args.metrics_port < 0 else args.metrics_port, field=field,
                            preemption=PreemptionConfig(enabled=not args.no_preemption),
+                           supervisor=SupervisorConfig(enabled=not args.no_supervisor),
                            dashboard_address=args.dashboard_address, dashboard_port=args.dashboard,
                            min_all_red_s=args.min_all_red)
     stop = threading.Event()
@@ -251,6 +253,8 @@ def _bench_scenarios(args, bench) -> dict:
     if unknown:
         raise ValueError(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(CONTROLLER_NAMES)}")
     seeds = tuple(int(s) for s in args.seeds.split(","))
+    if args.layouts:
+        return _bench_layouts(args, bench, configs, seeds[0])
     progress = _progress_bar(f"{len(configs)} scenarios x {len(controllers)} x {len(seeds)} seeds")
     report = bench.scenarios(configs, controllers, seeds, args.workers, args.end, args.detectors, args.min_all_red,
                              progress, sumo_home=args.sumo_home)
@@ -263,6 +267,19 @@ def _bench_scenarios(args, bench) -> dict:
     bench.write_json(report, out / "scenarios.json")
     scenarios_chart(report, out / "scenarios.png")
     print(f"wrote {out / 'scenarios.md'}, {out / 'scenarios.json'}, {out / 'scenarios.png'}", file=sys.stderr)
+    return report
+
+
+def _bench_layouts(args, bench, configs: dict[str, Path], seed: int) -> dict:
+    progress = _progress_bar(f"{len(configs)} scenarios x ({args.layouts} layouts + fixed)")
+    report = bench.layouts(configs, args.layouts, seed, args.workers, args.end, progress)
+    table = bench.layouts_markdown(report)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "layouts.md").write_text(table)
+    bench.write_json(report, out / "layouts.json")
+    print(f"wrote {out / 'layouts.md'}, {out / 'layouts.json'}", file=sys.stderr)
     return report
 
 
@@ -312,7 +329,11 @@ def _add_detectors_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detectors", choices=DETECTOR_MODES, default="auto",
                         help="what our controllers see: lanes (exact lane counts), loops (stop-line and advance "
                              "induction loops placed on every approach), scenario (the scenario's own induction "
-                             "loops), auto (scenario if it defines loops, else lanes) (default auto)")
+                             "loops), sparse (a random sparse layout of counting loops, see --layout-seed), "
+                             "auto (scenario if it defines loops, else lanes) (default auto)")
+    parser.add_argument("--layout-seed", type=int, default=0,
+                        help="with --detectors sparse: which random layout (30-100%% of approach lanes, one loop "
+                             "each, 0-300 m upstream) (default 0)")
 
 
 def _add_sumo_home_argument(parser: argparse.ArgumentParser) -> None:
@@ -346,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--controller", choices=CONTROLLER_NAMES, default="citybrain")
     sim.add_argument("--no-preemption", action="store_true",
                      help="run the controller without emergency-vehicle preemption")
+    sim.add_argument("--no-supervisor", action="store_true",
+                     help="never hand a signal back to its plan where adaptive control visibly loses (citybrain.supervisor)")
     sim.set_defaults(handler=_cmd_simulate)
 
     cmp = commands.add_parser("compare", help="run several controllers on a scenario, in parallel")
@@ -355,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
     cmp.add_argument("--no-preemption", action="store_true",
                      help="run our controllers without emergency-vehicle preemption")
+    cmp.add_argument("--no-supervisor", action="store_true",
+                     help="never hand a signal back to its plan where adaptive control visibly loses (citybrain.supervisor)")
     cmp.set_defaults(handler=_cmd_compare)
 
     adaptive = [c for c in CONTROLLER_NAMES if c not in NATIVE_PROGRAMS]
@@ -378,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ignore emergency-vehicle sightings (no preemption)")
     _add_all_red_argument(srv)
     _add_dashboard_arguments(srv)
+    srv.add_argument("--no-supervisor", action="store_true",
+                     help="never hand a signal back to its plan where adaptive control visibly loses (citybrain.supervisor)")
     srv.set_defaults(handler=_cmd_serve)
 
     gw = commands.add_parser("gateway", help="run SUMO as a virtual field behind a gateway to `serve`")
@@ -425,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_all_red_argument(scn)
     scn.add_argument("--workers", type=int, help="parallel simulations (default: one per core)")
     _add_sumo_home_argument(scn)
+    scn.add_argument("--layouts", type=int, default=0, metavar="N",
+                     help="instead: citybrain on N random sparse loop layouts per scenario (--detectors sparse, "
+                          "layout seeds 0..N-1) against fixed, at the first of --seeds")
     scn.add_argument("--out", default="results/bench", help="folder for scenarios.md/.json/.png")
     emg = kinds.add_parser("emergency", help="preemption planning cost, and citybrain with/without preemption "
                                              "on emergency scenarios")

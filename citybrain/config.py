@@ -5,10 +5,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SignalTiming", "ControllerConfig", "PreemptionConfig", "DetectorConfig", "JAM_SPACING_M"]
+__all__ = ["SignalTiming", "ControllerConfig", "PreemptionConfig", "SupervisorConfig", "DetectorConfig",
+           "JAM_SPACING_M", "SATURATION_VEH_PER_S"]
 
 # Road length one standing vehicle takes (SUMO's default car: 5 m plus 2.5 m gap).
 JAM_SPACING_M = 7.5
+# Saturation flow per lane: 1,800 veh/h, one vehicle every 2 s (HCM's base is 1,900 pc/h).
+SATURATION_VEH_PER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,7 @@ class ControllerConfig:
     # citybrain's rolling horizon (controllers.CityBrainController): the schedule it
     # compares covers two of its max greens.
     horizon_s: float = 60.0
-    # Saturation flow per lane: 1,800 veh/h, one vehicle every 2 s (HCM's base is 1,900 pc/h).
-    saturation_veh_per_s: float = 0.5
+    saturation_veh_per_s: float = SATURATION_VEH_PER_S
     # A lane whose links are only permissive ('g') in a phase discharges through gaps in
     # the opposing flow: this share of saturation flow (HCM's permissive adjustment is
     # about a half at moderate opposing flow).
@@ -116,6 +118,27 @@ class PreemptionConfig:
 
 
 @dataclass(frozen=True)
+class SupervisorConfig:
+    """Do no harm (citybrain.supervisor): when adaptive control hands a signal back
+    to its city's plan. One default for every network."""
+
+    enabled: bool = True
+    # What an approach lane got, and its queue, are judged over this memory: five
+    # minutes, a few cycles of any city's program.
+    window_s: float = 300.0
+    # Its recent queue (one minute) against that: rising by more than this many vehicles.
+    fast_s: float = 60.0
+    rising_veh: float = 2.0
+    # Less green than the plan gives it, by more than this share of the time.
+    green_deficit: float = 0.05
+    # Harm must last this long without a break (two minutes: beyond one cycle's swing).
+    harm_after_s: float = 120.0
+    # A handed-back signal runs its plan this long, doubled at each repeat up to max_hold_s.
+    hold_s: float = 600.0
+    max_hold_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
     """Detector mode (citybrain.detectors): where loops go and how their readings are
     interpreted. One default for every network."""
@@ -136,3 +159,5 @@ class DetectorConfig:
     # A lane with nothing entering and nothing at its stop line for the free-flow
     # crossing time plus this long is empty (clears counting drift).
     empty_after_extra_s: float = 2.0
+    # A lane seen only by loops upstream: its queue leaves at saturation flow while green.
+    saturation_veh_per_s: float = SATURATION_VEH_PER_S

@@ -216,30 +216,56 @@ PROTECTED_GREEN = 2
 
 class FixedTimePlan:
     """The program's own plan, run by our safety layer: its greens in cycle order,
-    each ending where the program's cycle ends it, with the program's own interim
-    phases between them (`kernels.plan_requests`). Started in step with the cycle
-    (`SafetyLayer.start_on_plan`), it shows what SUMO's own run of the program
-    shows. The fallback for a signal whose detectors went silent or cannot see one
-    of its approaches, and the gateway's local plan when the engine is gone."""
+    with the program's own interim phases between them. A fixed-time program's
+    greens end where its cycle ends them (`kernels.plan_requests`); started in step
+    with the cycle (`SafetyLayer.start_on_plan`), it shows what SUMO's own run of
+    the program shows. An actuated program's greens last from their minDur to their
+    maxDur, ending early when no vehicle calls for them (`kernels.actuated_requests`),
+    as SUMO's actuated control runs them from its own detectors. The fallback for a
+    signal whose detectors went silent or cannot see one of its approaches, and the
+    gateway's local plan when the engine is gone."""
 
     name = "fixed-plan"
 
     def __init__(self, network: Network, kernels: ModuleType = compiled_kernels):
-        self.network = network
+        self.network = net = network
         self.kernels = kernels
         self.everywhere = np.ones(network.n_signals, dtype=bool)
+        self.static = net.program_static
+        self.actuated = ~net.program_static
         self.step = np.zeros(network.n_signals, dtype=np.int32)
+        # How much of each lane lies within ACTUATED_REACH_S of its stop line at its speed limit.
+        self.near_share = np.minimum(ACTUATED_REACH_S * net.lane_speed_mps / np.maximum(net.lane_length_m, 1.0), 1.0)
+        self.phase_demand = np.zeros(net.n_phases)
+        self._active = np.zeros(network.n_signals, dtype=bool)
 
     def decide(self, frame: DetectorFrame | None, signals: SignalView, requested: np.ndarray,
                active: np.ndarray | None = None) -> None:
         """Overwrite requested[i] for every signal with active[i] (default: all)."""
-        net = self.network
+        net, k = self.network, self.kernels
+        active = self.everywhere if active is None else active
         time_s = 0.0 if frame is None else frame.time_s
-        self.kernels.plan_requests(net.plan_ptr, net.plan_phase, net.plan_end_s, net.plan_green_s,
-                                   net.program_cycle_s, net.program_offset_s,
-                                   self.everywhere if active is None else active, signals.green_phase, signals.stage,
-                                   time_s, self.step, requested)
+        np.logical_and(active, self.static, out=self._active)
+        k.plan_requests(net.plan_ptr, net.plan_phase, net.plan_end_s, net.plan_green_s, net.program_cycle_s,
+                        net.program_offset_s, self._active, signals.green_phase, signals.stage, time_s, self.step,
+                        requested)
+        np.logical_and(active, self.actuated, out=self._active)
+        if self._active.any():
+            if frame is not None:
+                # Vehicles calling for a phase: those queued on its lanes, and those moving
+                # within reach of the stop line (spread evenly along the lane).
+                moving = np.maximum(frame.vehicles - frame.halting, 0.0)
+                lane_demand = frame.halting + moving * self.near_share
+                phase, lane = net.phase_lanes
+                self.phase_demand[:] = np.bincount(phase, weights=lane_demand[lane], minlength=net.n_phases)
+            k.actuated_requests(net.plan_ptr, net.plan_phase, net.plan_green_s, net.plan_min_s, net.plan_max_s,
+                                net.phase_ptr, self._active, signals.green_phase, signals.stage, signals.stage_time_s,
+                                self.phase_demand, self.step, requested)
 
+
+# An actuated program's green is extended by a vehicle this close to the stop line
+# (SUMO's defaults: detectors 2 s upstream of the line, a gap of 3 s between vehicles).
+ACTUATED_REACH_S = 5.0
 
 _ADAPTIVE = {cls.name: cls for cls in (MaxPressureController, CityBrainController)}
 # "plan": the program SUMO would run, run by our engine and safety layer instead

@@ -39,14 +39,14 @@ from .frame import DetectorFrame
 from .network import Network
 from .scenario import InductionLoop
 
-__all__ = ["DETECTOR_MODES", "LoopLayout", "LoopEstimator", "standard_layout",
+__all__ = ["DETECTOR_MODES", "LoopLayout", "LoopEstimator", "standard_layout", "sparse_layout",
            "layout_from_loops", "scenario_layout"]
 
 # "lanes": every lane's exact counts (perfect detection); "loops": a standard
 # stop-line plus advance loop layout generated for the net; "scenario": the
 # induction loops and lane-area detectors the scenario itself defines; "auto":
 # "scenario" where it defines some on lanes the signals see, else "lanes".
-DETECTOR_MODES = ("auto", "lanes", "loops", "scenario")
+DETECTOR_MODES = ("auto", "lanes", "loops", "scenario", "sparse")
 DEFAULT_CONFIG = DetectorConfig()
 
 
@@ -97,8 +97,10 @@ def layout_from_loops(network: Network, loops: list[tuple[int, float]],
     """A layout from loops someone else placed: (lane index, position from the lane's
     start). On each approach, the loops within `stop_line_zone_m` of the stop line
     nearest to it are its stop-line loops, and the most upstream loop of each branch
-    beyond that its advance loops. Approach lanes without a stop-line loop get no
-    estimate (they read zero, as they would in the field)."""
+    beyond that its advance loops. An approach with advance loops only (real
+    counting loops often lie 20-400 m upstream) counts what passes them, and its
+    departures from what the signal shows (`estimate_loop_queues`). Approach lanes
+    without any loop get no estimate: they are not observed."""
     positions: dict[int, list[float]] = {}
     for lane, position in loops:
         positions.setdefault(lane, []).append(position)
@@ -121,17 +123,36 @@ def layout_from_loops(network: Network, loops: list[tuple[int, float]],
         near = {j: v for j, v in near.items() if not any(a in near for a in _ancestors(members, j))}
         covered = {a for j in far for a in _ancestors(members, j)}
         far = {j: v for j, v in far.items() if j not in covered}
-        if not near:
+        if not near and not far:
             continue
         for chosen, csr in ((near, stop), (far, advance)):
             for j, (position, _) in chosen.items():
                 csr.add(placed.at(members[j][0], position), members[j][3])
             csr.close()
-        stop_m = min(distance for _, distance in near.values())
+        stop_m = min((distance for _, distance in near.values()), default=0.0)
         advance_m = max((distance for _, distance in far.values()), default=stop_m)
         detected.append(lane)
         _add_segment(network, lane, stop_m, advance_m, config, capacity, crossing)
     return _layout(network, placed, detected, stop, advance, capacity, crossing)
+
+
+def sparse_layout(network: Network, seed: int, coverage: tuple[float, float] = (0.3, 1.0),
+                  max_upstream_m: float = 300.0, config: DetectorConfig = DEFAULT_CONFIG) -> LoopLayout:
+    """A random sparse layout of counting loops, as real cities have them: a share of
+    the approach lanes (drawn from `coverage`) gets one loop each, 0 to
+    `max_upstream_m` upstream of its stop line (on the lane, or on one of the lanes
+    feeding it), and the others none. The same seed gives the same layout."""
+    rng = np.random.default_rng(seed)
+    lanes = np.unique(network.move_in_lane)
+    share = rng.uniform(*coverage)
+    chosen = rng.choice(lanes, max(1, int(round(share * lanes.size))), replace=False)
+    placed = []
+    for lane in np.sort(chosen).tolist():
+        places = list(_on_approach(network, lane, float(rng.uniform(0.0, max_upstream_m))))
+        if places:
+            member, position, _ = places[int(rng.integers(len(places)))]
+            placed.append((member, max(position, 0.0)))
+    return layout_from_loops(network, placed, config)
 
 
 def scenario_layout(network: Network, loops: tuple[InductionLoop, ...],
@@ -258,6 +279,9 @@ def _approach_length(network: Network, lane: int, distance_m: float) -> float:
     return total
 
 
+_GREEN_CODES = np.frombuffer(b"Gg", dtype=np.uint8)
+
+
 class LoopEstimator:
     """Per-lane vehicles, halted vehicles and occupancy from loop readings.
 
@@ -270,14 +294,25 @@ class LoopEstimator:
         self.config = config
         self.kernels = kernels
         n = len(layout.lane)
+        # Lanes seen only upstream count their departures from what their signal shows.
+        self.needs_signal_states = bool((np.diff(layout.stop_ptr) == 0).any())
+        self.green_share = np.zeros(network.n_lanes)
+        self._move_link = network.link_offset[network.move_signal] + network.move_link
         self.queue_veh = np.zeros(n)
         self.in_transit_veh = np.zeros(n)
         self.quiet_s = np.zeros(n)
         self.last_time_s: float | None = None
 
-    def frame(self, time_s: float, passed_veh: np.ndarray, occupied: np.ndarray, emergency=()) -> DetectorFrame:
+    def frame(self, time_s: float, passed_veh: np.ndarray, occupied: np.ndarray, emergency=(),
+              signal_states: list[str] | None = None) -> DetectorFrame:
         """`passed_veh[j]`: vehicles over loop j in the period just ended; `occupied[j]`:
-        share of that period loop j was occupied (0..1)."""
+        share of that period loop j was occupied (0..1); `signal_states`: what each
+        signal showed (SUMO state strings), needed where `needs_signal_states`."""
+        if signal_states is not None:
+            codes = np.frombuffer("".join(signal_states).encode("ascii"), dtype=np.uint8)
+            green = np.isin(codes[self._move_link], _GREEN_CODES)
+            self.green_share[:] = 0.0
+            np.maximum.at(self.green_share, self.network.move_in_lane, green.astype(np.float64))
         n_lanes = self.network.n_lanes
         vehicles, halting, occupancy = np.zeros(n_lanes), np.zeros(n_lanes), np.zeros(n_lanes)
         elapsed_s = 0.0 if self.last_time_s is None else time_s - self.last_time_s
@@ -287,6 +322,6 @@ class LoopEstimator:
             passed_veh, occupied, elapsed_s, layout.lane, layout.stop_ptr, layout.stop_loop, layout.stop_share,
             layout.advance_ptr,
             layout.advance_loop, layout.advance_share, layout.capacity_veh, layout.crossing_s,
-            config.standing_occupancy, config.empty_after_extra_s,
+            config.standing_occupancy, config.empty_after_extra_s, self.green_share, config.saturation_veh_per_s,
             self.queue_veh, self.in_transit_veh, self.quiet_s, vehicles, halting, occupancy)
         return DetectorFrame(time_s, vehicles, halting, occupancy, emergency)

@@ -5,18 +5,19 @@ diff. The same `Engine` serves a simulation adapter and, later, the wire.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 import numpy as np
 
 from . import kernels as compiled_kernels
-from .config import PreemptionConfig, SignalTiming
-from .controllers import Controller, FixedTimePlan
+from .config import SATURATION_VEH_PER_S, PreemptionConfig, SignalTiming, SupervisorConfig
+from .controllers import Controller, FixedTimePlan, SignalView
 from .frame import DetectorFrame
 from .network import Network
 from .preemption import Preemption
 from .safety import SafetyLayer
+from .supervisor import Supervisor
 
 __all__ = ["Engine", "SignalCommands"]
 
@@ -32,7 +33,7 @@ class SignalCommands:
 class Engine:
     def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None,
                  kernels: ModuleType = compiled_kernels, preemption: PreemptionConfig | None = None,
-                 signals_running: bool = False):
+                 signals_running: bool = False, supervisor: SupervisorConfig | None = None):
         """`signals_running`: the signals already run (in the field), and their state is
         taken over from what they report (`SafetyLayer.adopt`), never started afresh."""
         self.network = network
@@ -44,24 +45,39 @@ class Engine:
         self.fallback = controller if self._all_on_plan else FixedTimePlan(network, kernels)
         preemption = preemption or PreemptionConfig()
         self.preemption = Preemption(network, self.timing, preemption, kernels) if preemption.enabled else None
+        supervisor = supervisor or SupervisorConfig()
+        # Do no harm: adaptive control hands a signal back to the plan where it visibly loses.
+        self.supervisor = Supervisor(network, supervisor) if supervisor.enabled and not self._all_on_plan else None
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
         self.preempting = np.zeros(network.n_signals, dtype=bool)   # stays all False without preemption
         # Signals that run the program's plan whatever their detectors say (`observe_lanes`).
         self.on_plan = np.full(network.n_signals, self._all_on_plan)
         self._plan_now = np.zeros(network.n_signals, dtype=bool)
+        self.prior: PriorDemand | None = None      # demand of approach lanes nobody observes
         self._started = signals_running
 
     def observe_lanes(self, observed: np.ndarray) -> np.ndarray:
         """Which lanes (bool per lane) the detectors see; returns per signal the share
-        of its approach lanes they cover. A signal with an approach lane nobody
-        observes runs its program's plan: a queue nobody sees reads as empty and
-        would never be served."""
+        of its approach lanes they cover. A queue nobody sees would read as empty and
+        never be served, so an approach lane nobody observes gets its demand from a
+        prior (`PriorDemand`: what the city's plan was timed for), and a signal that
+        observes none of its approaches runs its program's plan."""
         net = self.network
         pairs = np.unique(np.stack([net.move_signal, net.move_in_lane]), axis=1)
         seen = np.bincount(pairs[0], weights=observed[pairs[1]], minlength=net.n_signals)
         share = seen / np.maximum(np.bincount(pairs[0], minlength=net.n_signals), 1)
-        self.on_plan[:] = (share < 1.0) | self._all_on_plan
+        self.on_plan[:] = (share == 0.0) | self._all_on_plan
+        unobserved = np.zeros(net.n_lanes, dtype=bool)
+        unobserved[pairs[1]] = ~observed[pairs[1]]
+        self.prior = PriorDemand(net, unobserved, self.timing.control_period_s) if unobserved.any() else None
         return share
+
+    def on_plan_now(self) -> np.ndarray:
+        """Signals running their plan whatever their detectors say: blind
+        (`observe_lanes`) or handed back by the supervisor (not counting stale detectors)."""
+        if self.supervisor is None:
+            return self.on_plan
+        return self.on_plan | self.supervisor.on_plan
 
     @property
     def started(self) -> bool:
@@ -75,19 +91,26 @@ class Engine:
 
     def step(self, frame: DetectorFrame, fallback: np.ndarray | None = None) -> SignalCommands:
         """Decide one control period. Unless the signals are running already, the
-        first call starts every signal where its program's cycle is and commands it. Signals with
-        fallback[i] (their detectors are stale) or on_plan[i] (`observe_lanes`)
-        run the program's plan instead, through the same safety layer. Emergency
+        first call starts every signal where its program's cycle is and commands it.
+        Signals with fallback[i] (their detectors are stale), on_plan[i]
+        (`observe_lanes`) or handed back by the supervisor (adaptive control visibly
+        losing there) run the program's plan instead, through the same safety layer. Emergency
         preemption, when on, overrides both where a vehicle needs its green;
         `preempting` then marks the signals whose minimum green it may cut."""
         if not self._started:
             self._started = True
             self.fallback.step[:] = self.safety.start_on_plan(frame.time_s)
             return self._commands(np.arange(self.network.n_signals, dtype=np.int32))
+        if self.prior is not None:
+            frame = self.prior.fill(frame, self.safety)
         self.controller.decide(frame, self.safety, self.requested)
         plan = self.on_plan
+        if self.supervisor is not None:
+            handed_back = self.supervisor.review(frame.time_s, self.timing.control_period_s, frame.halting,
+                                                 self.safety.green_phase, self.safety.stage)
+            plan = np.logical_or(plan, handed_back, out=self._plan_now)
         if fallback is not None and fallback.any():
-            plan = np.logical_or(self.on_plan, fallback, out=self._plan_now)
+            plan = np.logical_or(plan, fallback, out=self._plan_now)
         if plan.any() and not self._all_on_plan:
             self.fallback.decide(frame, self.safety, self.requested, plan)
         if self.preemption is not None:
@@ -97,3 +120,36 @@ class Engine:
 
     def _commands(self, signals: np.ndarray) -> SignalCommands:
         return SignalCommands(signals, self.safety.state_strings(signals))
+
+
+class PriorDemand:
+    """The demand of approach lanes no detector observes, from what the city's plan
+    was timed for: each such lane receives vehicles at the rate that would load its
+    plan green to `PLANNED_SATURATION` (arrivals = degree x saturation flow x its
+    plan share of the cycle), and discharges them at saturation flow while its
+    signal shows it green. Its queue then grows while it waits and empties when
+    served, so adaptive control keeps serving it about as the plan would, and
+    longer when it has waited longer."""
+
+    def __init__(self, network: Network, unobserved: np.ndarray, period_s: float,
+                 saturation_veh_per_s: float = SATURATION_VEH_PER_S):
+        self.network = network
+        self.lanes = np.flatnonzero(unobserved)
+        self.period_s = period_s
+        self.saturation_veh_per_s = saturation_veh_per_s
+        self.arrival_veh_per_s = PLANNED_SATURATION * saturation_veh_per_s * network.lane_plan_share[self.lanes]
+        self.queue_veh = np.zeros(self.lanes.size)
+
+    def fill(self, frame: DetectorFrame, signals: SignalView) -> DetectorFrame:
+        """`frame` with the prior queues on the unobserved lanes (its arrays are not changed)."""
+        green = self.network.lanes_green(signals.green_phase, signals.stage)[self.lanes]
+        self.queue_veh += self.arrival_veh_per_s * self.period_s
+        self.queue_veh -= np.where(green, np.minimum(self.queue_veh, self.saturation_veh_per_s * self.period_s), 0.0)
+        vehicles, halting = frame.vehicles.copy(), frame.halting.copy()
+        vehicles[self.lanes] = halting[self.lanes] = self.queue_veh
+        return replace(frame, vehicles=vehicles, halting=halting)
+
+
+# Cities time fixed plans for a degree of saturation around 0.85-0.9 (Webster's
+# optimum cycle leaves a reserve; HCM's critical v/c targets 0.85-0.95).
+PLANNED_SATURATION = 0.85

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import kernels as compiled_kernels
 from . import protocol as p
-from .config import PreemptionConfig, SignalTiming
+from .config import PreemptionConfig, SignalTiming, SupervisorConfig
 from .controllers import Controller
 from .engine import Engine
 from .frame import DetectorFrame, EmergencyVehicle
@@ -118,14 +118,16 @@ class _Bucket:
 class FieldEngine:
     def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None,
                  config: FieldConfig | None = None, metrics: EngineMetrics | None = None,
-                 kernels: ModuleType = compiled_kernels, preemption: PreemptionConfig | None = None):
+                 kernels: ModuleType = compiled_kernels, preemption: PreemptionConfig | None = None,
+                 supervisor: SupervisorConfig | None = None):
         self.network = network
         self.config = config or FieldConfig()
         self.timing = (timing or SignalTiming())
         if self.timing.control_period_s != self.config.period_s:
             raise ValueError("timing.control_period_s and config.period_s differ")
         preemption = preemption or PreemptionConfig()
-        self.engine = Engine(network, controller, self.timing, kernels, preemption, signals_running=True)
+        self.engine = Engine(network, controller, self.timing, kernels, preemption, signals_running=True,
+                             supervisor=supervisor)
         self.sighting_ttl_s = preemption.drop_after_s
         self.kernels = kernels
         self.metrics = metrics or EngineMetrics()
@@ -159,6 +161,8 @@ class FieldEngine:
                                    lambda: self.stale)
         if self.engine.preemption is not None:
             self.metrics.watch_preemption(self.engine.preemption)
+        if self.engine.supervisor is not None:
+            self.metrics.watch_supervisor(self.engine.supervisor)
 
     # -- time --------------------------------------------------------------
     def now(self, wall_s: float) -> float:
@@ -486,7 +490,8 @@ class FieldEngine:
         engine, preemption = self.engine, self.engine.preemption
         kpis = {"queued_veh": float(self.halting.sum()), "decision_ms": decision_s * 1e3,
                 "stale_signals": float(np.count_nonzero(self.stale))}
-        self.live.offer(frame.time_s, engine.safety.green_phase, engine.safety.stage, stale=self.stale,
+        self.live.offer(frame.time_s, engine.safety.green_phase, engine.safety.stage,
+                        stale=self.stale | engine.on_plan_now(),
                         preempt=preemption.state if preemption else None,
                         serving=preemption.serving if preemption else None,
                         halting=self.halting, emergency=frame.emergency, kpis=kpis)

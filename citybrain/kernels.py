@@ -17,6 +17,7 @@ __all__ = [
     "schedule_phases",
     "lane_schedule_inputs",
     "plan_requests",
+    "actuated_requests",
     "plan_position",
     "cyclic_starts",
     "advance_signals",
@@ -79,12 +80,19 @@ def note_discharge(halting, previous_halting, time_s, last_discharge_s):
 def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_loop, stop_share, advance_ptr,
                          advance_loop, advance_share,
                          capacity_veh, crossing_s, standing_occupancy, empty_after_extra_s,
+                         green_share, discharge_veh_per_s,
                          queue_veh, in_transit_veh, quiet_s, vehicles, halting, occupancy):
     """Input-output counting between each detected lane's advance and stop-line
     loops (see citybrain.detectors). Updates the carried state (queue_veh,
     in_transit_veh, quiet_s) and writes the lane's vehicles, halted vehicles and
-    stop-line occupancy into the frame arrays at lane[i]."""
+    stop-line occupancy into the frame arrays at lane[i].
+
+    A lane with no stop-line loop (only loops upstream) counts departures as the
+    signal shows them: while it is green (green_share[lane]: the share of the
+    period its signal showed it green) its standing vehicles leave at
+    discharge_veh_per_s. Its queue is never assumed gone for quiet."""
     for i in range(lane.shape[0]):
+        decay = np.exp(-elapsed_s / crossing_s[i]) if crossing_s[i] > 0.0 else 0.0
         arrived = 0.0
         spilled = False
         for k in range(advance_ptr[i], advance_ptr[i + 1]):
@@ -99,6 +107,11 @@ def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_l
             departed += stop_share[k] * passed_veh[loop]
             if occupied[loop] > at_line:
                 at_line = occupied[loop]
+        modelled = stop_ptr[i] == stop_ptr[i + 1]
+        if modelled:
+            standing = queue_veh[i] - in_transit_veh[i] * decay      # reached the line before this period
+            can_leave = discharge_veh_per_s * green_share[lane[i]] * elapsed_s
+            departed = min(standing, can_leave) if standing > 0.0 else 0.0
         count = queue_veh[i] + arrived - departed
         if spilled and count < capacity_veh[i]:
             count = capacity_veh[i]           # the queue reaches back over the advance loop
@@ -108,7 +121,7 @@ def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_l
             count = capacity_veh[i]
         if count < 0.0:
             count = 0.0
-        if arrived == 0.0 and departed == 0.0 and at_line == 0.0:
+        if arrived == 0.0 and departed == 0.0 and at_line == 0.0 and not modelled:
             quiet_s[i] += elapsed_s
         else:
             quiet_s[i] = 0.0
@@ -116,7 +129,6 @@ def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_l
             count = 0.0                       # nothing came in for a whole crossing: the lane is empty
         queue_veh[i] = count
         # Vehicles that passed the advance loop less than a crossing ago may still be moving.
-        decay = np.exp(-elapsed_s / crossing_s[i]) if crossing_s[i] > 0.0 else 0.0
         in_transit_veh[i] = in_transit_veh[i] * decay + arrived
         # A vehicle that came in more than a crossing ago and has not left is queued.
         standing = count - in_transit_veh[i]
@@ -576,6 +588,32 @@ def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offse
         position = (time_s - offset_s[signal]) % cycle
         left = (plan_end_s[first + step] - position) % cycle
         if left < 1e-9 or left > 2.0 * plan_green_s[first + step] + 1e-9:
+            requested[signal] = plan_phase[first + (step + 1) % count]
+
+
+@jit
+def actuated_requests(plan_ptr, plan_phase, plan_green_s, plan_min_s, plan_max_s, phase_ptr, active, green_phase,
+                      stage, stage_time_s, phase_demand, plan_step, requested):
+    """For signals with active[i] whose program is actuated: its plan as SUMO's
+    actuated control runs it. Each green of the plan, in cycle order, is held for
+    its minimum (minDur; without one, its duration), then ends when nothing
+    demands it (phase_demand of its phase below half a vehicle) or at its maximum
+    (maxDur), and the next step's phase is requested. plan_step[i] tracks the step."""
+    for signal in range(requested.shape[0]):
+        if not active[signal]:
+            continue
+        requested[signal] = KEEP
+        first = plan_ptr[signal]
+        count = plan_ptr[signal + 1] - first
+        if stage[signal] != STAGE_GREEN or count < 2:
+            continue
+        step = plan_step[signal] = _step_showing(plan_phase, first, count, plan_step[signal], green_phase[signal])
+        shortest = plan_min_s[first + step] if plan_min_s[first + step] >= 0.0 else plan_green_s[first + step]
+        longest = plan_max_s[first + step] if plan_max_s[first + step] >= 0.0 else plan_green_s[first + step]
+        elapsed = stage_time_s[signal]
+        if elapsed < shortest - 1e-9:
+            continue
+        if elapsed >= longest - 1e-9 or phase_demand[phase_ptr[signal] + green_phase[signal]] < 0.5:
             requested[signal] = plan_phase[first + (step + 1) % count]
 
 

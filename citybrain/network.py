@@ -42,7 +42,7 @@ __all__ = ["Network", "NetworkError", "load_network", "load_scenario_network", "
 
 # Bumped whenever a `Network` field changes meaning, so pickled copies are rebuilt
 # (a copy that lacks one of its fields is rebuilt anyway: bench.cached_network).
-COMPILED_FORMAT = 7
+COMPILED_FORMAT = 9
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -77,6 +77,9 @@ class Network:
     # its own sequence of phases, so adaptive control keeps that cyclic order
     # (skipping none, reordering none). Elsewhere it may choose any phase.
     keeps_order: np.ndarray            # bool [signals]
+    # Its program runs fixed time (SUMO type "static"); else SUMO extends its phases from
+    # its own detectors (actuated, delay_based), which a fixed plan only approximates.
+    program_static: np.ndarray         # bool [signals]
     # Per link (flat, `link_offset`): the shortest yellow the program shows that link,
     # else its signal's yellow_s. What the monitor holds every yellow of that link to.
     link_yellow_s: np.ndarray          # float64 [links]
@@ -195,6 +198,33 @@ class Network:
         mask = np.zeros(int(self.signal_n_links.sum()), dtype=bool)
         mask[self.link_offset[self.move_signal] + self.move_link] = True
         return mask
+
+    @cached_property
+    def phase_lanes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(phase, lane) pairs, each once: the approach lanes each candidate phase
+        (flat index) greens."""
+        pairs = np.unique(np.stack([np.repeat(np.arange(self.n_phases), np.diff(self.term_ptr)),
+                                    self.term_in_lane]), axis=1)
+        return pairs[0].astype(np.int64), pairs[1].astype(np.int64)
+
+    @cached_property
+    def lane_plan_share(self) -> np.ndarray:
+        """Per lane, the share of its signal's cycle the plan shows it green (0 for a
+        lane that approaches no signal, or one the plan never greens)."""
+        step_signal = np.repeat(np.arange(self.n_signals), np.diff(self.plan_ptr))
+        step_phase = self.phase_ptr[:-1][step_signal] + self.plan_phase
+        step_share = self.plan_green_s / np.maximum(self.program_cycle_s[step_signal], 1.0)
+        phase_share = np.bincount(step_phase, weights=step_share, minlength=self.n_phases)
+        phase, lane = self.phase_lanes
+        return np.minimum(np.bincount(lane, weights=phase_share[phase], minlength=self.n_lanes), 1.0)
+
+    def lanes_green(self, green_phase: np.ndarray, stage: np.ndarray) -> np.ndarray:
+        """Per lane: whether a signal showing green_phase in stage (per signal) greens it."""
+        green = stage == STAGE_GREEN
+        shown = np.zeros(self.n_phases, dtype=bool)
+        shown[self.phase_ptr[:-1][green] + green_phase[green]] = True
+        phase, lane = self.phase_lanes
+        return np.bincount(lane, weights=shown[phase], minlength=self.n_lanes) > 0
 
     @cached_property
     def edge_index(self) -> dict[str, int]:
@@ -359,7 +389,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         return lane_index[key]
 
     signal_ids, programs, n_links_list, yellow, all_red, crossing_clearance = [], [], [], [], [], []
-    offsets, cycles, link_yellow, link_green, repairs, walk_gap = [], [], [], [], [], []
+    offsets, cycles, link_yellow, link_green, repairs, walk_gap, static = [], [], [], [], [], [], []
     phase_ptr, phase_states, phase_green_s, phase_levels, phase_link_ptr = [0], [], [], [], [0]
     move_signal, move_link, move_in, move_out = [], [], [], []
     term_ptr, term_in, term_out, term_w = [0], [], [], []
@@ -374,12 +404,15 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         if override is None and not tls.getPrograms() and _is_rail_signal(tls):
             continue  # rail signals are run by SUMO's own rail logic, not by a tlLogic
         if override is not None:
-            where, offset_s = override.source, float(override.offset_s)
+            where, offset_s, kind = override.source, float(override.offset_s), override.kind
             states = [tuple(phase) for phase in override.phases]
+            next_phases = list(override.next_phases)
         else:
             program = _main_program(path, tls)
-            where, offset_s = f"{path}: tlLogic {tid!r}", float(program.getOffset())
+            where, offset_s, kind = f"{path}: tlLogic {tid!r}", float(program.getOffset()), program.getType()
             states = [(p.state, float(p.duration), float(p.minDur), float(p.maxDur)) for p in program.getPhases()]
+            next_phases = [tuple(int(k) for k in p.next) for p in program.getPhases()]
+        states = _cycle(states, next_phases, where)
         n_links = len(states[0][0])
         if any(len(phase[0]) != n_links for phase in states):
             raise NetworkError(f"{where}: phases have state strings of different lengths")
@@ -402,6 +435,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         signal_ids.append(tid)
         programs.append(tuple(states))
         offsets.append(offset_s)
+        static.append(kind == "static")
         cycles.append(sum(phase[1] for phase in states))
         n_links_list.append(n_links)
         yellow.append(_clearance(states, "yellow"))
@@ -493,6 +527,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         program_offset_s=np.array(offsets, dtype=np.float64),
         program_cycle_s=np.array(cycles, dtype=np.float64),
         keeps_order=np.array(all_red, dtype=np.float64) > 0.0,
+        program_static=np.array(static, dtype=bool),
         link_yellow_s=np.concatenate(link_yellow),
         link_green_s=np.concatenate(link_green),
         repairs=tuple(repairs),
@@ -548,6 +583,23 @@ def _main_program(path: Path, tls):
     if not program.getPhases():
         raise NetworkError(f"{path}: tlLogic {tls.getID()!r}: program {program._id!r} has no phases")
     return program
+
+
+def _cycle(phases: list, next_phases: list[tuple[int, ...]], where: str) -> list:
+    """The phases in the order SUMO runs them from phase 0: each phase's `next` (the
+    first, where it names several) or else the one after it. Phases never reached
+    (kept for switching programs, or for a controller's special sequences) are
+    dropped."""
+    if not any(next_phases):
+        return phases
+    order, k = [], 0
+    while k not in order:
+        order.append(k)
+        following = next_phases[k] if k < len(next_phases) else ()
+        k = following[0] if following else (k + 1) % len(phases)
+        if not 0 <= k < len(phases):
+            raise NetworkError(f"{where}: a phase's next names phase {k}; the program has {len(phases)}")
+    return [phases[i] for i in order[order.index(k):]]
 
 
 def _is_rail_signal(tls) -> bool:

@@ -12,7 +12,8 @@ from .kernels import (EMPTY_QUEUE_VEH, KEEP, SCORE_TOLERANCE, STAGE_ALL_RED, STA
                       STAGE_INTERIM, STAGE_YELLOW)
 
 __all__ = ["zone_demand", "phase_pressure", "choose_phases", "decide_pressure", "lane_schedule_inputs",
-           "arrival_profile", "schedule_phases", "plan_position", "plan_requests", "cyclic_starts",
+           "arrival_profile", "schedule_phases", "plan_position", "plan_requests", "actuated_requests",
+           "cyclic_starts",
            "advance_signals", "count_conflicting_greens", "merge_lane_values", "merge_lanes_in_order",
            "stale_signals", "preemption_lead_s",
            "note_discharge", "estimate_loop_queues", "state_codes"]
@@ -272,6 +273,28 @@ def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offse
             requested[signal] = phases[(step + 1) % count]
 
 
+def actuated_requests(plan_ptr, plan_phase, plan_green_s, plan_min_s, plan_max_s, phase_ptr, active, green_phase,
+                      stage, stage_time_s, phase_demand, plan_step, requested):
+    for signal in np.flatnonzero(active):
+        requested[signal] = KEEP
+        first, count = plan_ptr[signal], plan_ptr[signal + 1] - plan_ptr[signal]
+        if stage[signal] != STAGE_GREEN or count < 2:
+            continue
+        phases = plan_phase[first:first + count]
+        step = plan_step[signal]
+        if phases[step] != green_phase[signal]:
+            order = (step + 1 + np.arange(count)) % count
+            matches = order[phases[order] == green_phase[signal]]
+            if matches.size:
+                step = plan_step[signal] = matches[0]
+        bounds = [plan_min_s[first + step], plan_max_s[first + step]]
+        shortest, longest = (b if b >= 0 else plan_green_s[first + step] for b in bounds)
+        elapsed = stage_time_s[signal]
+        if elapsed >= shortest - 1e-9 and (elapsed >= longest - 1e-9
+                                           or phase_demand[phase_ptr[signal] + green_phase[signal]] < 0.5):
+            requested[signal] = phases[(step + 1) % count]
+
+
 def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, ends_crossing,
                     crossing_clearance_s, yellow_s, all_red_s, interim_ptr, interim_s, on_plan, min_green_s,
                     green_phase, next_phase, stage, stage_time_s, changed):
@@ -404,21 +427,26 @@ def note_discharge(halting, previous_halting, time_s, last_discharge_s):
 def estimate_loop_queues(passed_veh, occupied, elapsed_s, lane, stop_ptr, stop_loop, stop_share, advance_ptr,
                          advance_loop, advance_share,
                          capacity_veh, crossing_s, standing_occupancy, empty_after_extra_s,
+                         green_share, discharge_veh_per_s,
                          queue_veh, in_transit_veh, quiet_s, vehicles, halting, occupancy):
+    with np.errstate(divide="ignore"):
+        decay = np.where(crossing_s > 0, np.exp(-elapsed_s / np.where(crossing_s > 0, crossing_s, 1.0)), 0.0)
     arrived = _segment_sum(advance_share * passed_veh[advance_loop], advance_ptr)
     spilled = _segment_sum((occupied[advance_loop] >= standing_occupancy).astype(float), advance_ptr) > 0
-    departed = _segment_sum(stop_share * passed_veh[stop_loop], stop_ptr)
+    modelled = np.diff(stop_ptr) == 0
+    standing = queue_veh - in_transit_veh * decay
+    modelled_departures = np.where(standing > 0, np.minimum(standing, discharge_veh_per_s * green_share[lane]
+                                                             * elapsed_s), 0.0)
+    departed = np.where(modelled, modelled_departures, _segment_sum(stop_share * passed_veh[stop_loop], stop_ptr))
     at_line = _segment_max(occupied[stop_loop], stop_ptr)
     count = queue_veh + arrived - departed
     count = np.where(spilled, np.maximum(count, capacity_veh), count)
     count = np.where(at_line > 0, np.maximum(count, 1.0), count)
     count = np.clip(count, 0.0, capacity_veh)
-    quiet = (arrived == 0) & (departed == 0) & (at_line == 0)
+    quiet = (arrived == 0) & (departed == 0) & (at_line == 0) & ~modelled
     quiet_s[:] = np.where(quiet, quiet_s + elapsed_s, 0.0)
     count = np.where(quiet_s >= crossing_s + empty_after_extra_s, 0.0, count)
     queue_veh[:] = count
-    with np.errstate(divide="ignore"):
-        decay = np.where(crossing_s > 0, np.exp(-elapsed_s / np.where(crossing_s > 0, crossing_s, 1.0)), 0.0)
     in_transit_veh[:] = in_transit_veh * decay + arrived
     vehicles[lane] = count
     halting[lane] = np.maximum(count - in_transit_veh, 0.0)

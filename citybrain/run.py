@@ -11,8 +11,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from .config import ControllerConfig, PreemptionConfig, SignalTiming
-from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS, SignalView, make_controller
+from .config import ControllerConfig, PreemptionConfig, SignalTiming, SupervisorConfig
+from .controllers import CONTROLLER_NAMES, NATIVE_PROGRAMS, Controller, SignalView, make_controller
 from .engine import Engine, SignalCommands
 from .frame import DetectorFrame
 from .gateway import GatewayOptions, WireControl
@@ -51,8 +51,10 @@ class RunOptions:
     timing: SignalTiming = field(default_factory=SignalTiming)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     pace: float | None = None     # simulated s per wall s; None: as fast as possible
     detectors: str = "auto"       # what controllers see: detectors.DETECTOR_MODES
+    layout_seed: int = 0          # detectors "sparse": which random layout
     sumo_home: str | None = None  # another SUMO installation, run through TraCI (backend "traci")
     # Where a run keeps SUMO's log and every output the scenario's files ask for
     # (OUTPUT_DIR/SCENARIO-CONTROLLER-seedN); None: a temporary folder, deleted after.
@@ -65,15 +67,25 @@ def simulate(scenario_path: str | Path, controller_name: str, options: RunOption
     With `live`, the run's state is offered to it every period (the dashboard)."""
     if controller_name not in CONTROLLER_NAMES:
         raise ValueError(f"unknown controller {controller_name!r}; choose from {', '.join(CONTROLLER_NAMES)}")
+    native = NATIVE_PROGRAMS.get(controller_name)
+    if native:
+        scenario = load_scenario(scenario_path)
+        return _run_sumo(scenario, load_scenario_network(scenario), None, native, options, progress, live)
+    return simulate_controller(scenario_path, lambda net: make_controller(controller_name, net, options.controller),
+                               options, progress, live)
+
+
+def simulate_controller(scenario_path: str | Path, make: Callable[[Network], Controller],
+                        options: RunOptions = RunOptions(), progress: Progress | None = None,
+                        live: LiveView | None = None) -> dict:
+    """Run the controller `make(network)` builds over the scenario, behind our engine
+    (safety layer, plan fallback, supervisor, preemption)."""
     scenario = load_scenario(scenario_path)
     network = load_scenario_network(scenario)
-    native = NATIVE_PROGRAMS.get(controller_name)
-    engine = None
-    if not native:
-        timed = network.with_min_all_red(options.timing.min_all_red_s)
-        engine = Engine(timed, make_controller(controller_name, timed, options.controller), options.timing,
-                        preemption=options.preemption)
-    return _run_sumo(scenario, network, engine, native, options, progress, live)
+    timed = network.with_min_all_red(options.timing.min_all_red_s)
+    engine = Engine(timed, make(timed), options.timing, preemption=options.preemption,
+                    supervisor=options.supervisor)
+    return _run_sumo(scenario, network, engine, None, options, progress, live)
 
 
 def run_gateway(scenario_path: str | Path, options: RunOptions, gateway: GatewayOptions,
@@ -102,7 +114,7 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     period_s = options.timing.control_period_s
     monitor = SafetyMonitor(network, options.timing.min_green_s, period_s, options.timing.preemption_min_green_s)
     sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native,
-                               options.detectors, period_s, options.sumo_home)
+                               options.detectors, period_s, options.sumo_home, options.layout_seed)
     timing = {"sumo_step_s": 0.0, "sumo_io_s": 0.0, "engine_s": 0.0, "audit_s": 0.0}
     started = time.perf_counter()
     pacer = _Pacer(options.pace)
@@ -169,7 +181,9 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         # an unobserved one run the program's plan (Engine.observe_lanes).
         "observed_lane_share": None if observed_share is None else dict(zip(
             network.signal_ids, np.round(observed_share, 3).tolist())),
-        "signals_on_plan": None if observed_share is None else int((observed_share < 1.0).sum()),
+        "signals_on_plan": None if observed_share is None else int((observed_share == 0.0).sum()),
+        # Signals handed back to their plan where adaptive control visibly lost (citybrain.supervisor).
+        "supervisor": None if getattr(control, "supervisor", None) is None else control.supervisor.report(),
         # The mode this run used ("auto" resolved; "native": SUMO's own programs and detectors).
         "detectors": sim.detectors,
         "simulated_s": sim.end_s - sim.begin_s,
@@ -266,7 +280,8 @@ def _offer(live: LiveView, figures: _LiveFigures, sim: SumoSimulation, frame: De
         live.offer(frame.time_s, empty, empty, halting=frame.halting, emergency=frame.emergency, kpis=kpis)
         return
     preemption = control.preemption
-    live.offer(frame.time_s, control.signals.green_phase, control.signals.stage,
+    on_plan = control.on_plan_now() if isinstance(control, Engine) else None
+    live.offer(frame.time_s, control.signals.green_phase, control.signals.stage, stale=on_plan,
                preempt=preemption.state if preemption else control.preempting.astype(np.int8),
                serving=preemption.serving if preemption else None,
                halting=frame.halting, emergency=frame.emergency, kpis=kpis)

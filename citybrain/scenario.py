@@ -37,9 +37,12 @@ class SignalProgram:
     signal_id: str
     program_id: str
     offset_s: float
+    kind: str            # SUMO's tlLogic type: static, actuated, delay_based, ...
     # (state, duration_s, min_dur_s, max_dur_s), -1 where no minDur/maxDur is given.
     phases: tuple[tuple[str, float, float, float], ...]
     source: str          # "FILE: <tlLogic id=...>", for error messages
+    # Per phase, its `next` attribute (the phases that may follow it), () where absent.
+    next_phases: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,16 +137,17 @@ def _signal_program(path: Path, element) -> SignalProgram:
     source = f"{path}: <tlLogic id={signal_id!r} programID={program_id!r}>"
     if signal_id is None:
         raise ScenarioError(f"{path}: <tlLogic> without an id")
-    phases = []
+    phases, next_phases = [], []
     for phase in element.iter("phase"):
         state = phase.get("state")
         try:
             duration = _sumo_time_s(phase.get("duration", ""))
             bounds = [_sumo_time_s(phase.get(key)) if phase.get(key) is not None else -1.0
                       for key in ("minDur", "maxDur")]
+            next_phases.append(tuple(int(k) for k in phase.get("next", "").split()))
         except ValueError:
-            raise ScenarioError(f"{source}: a <phase> needs numeric duration, minDur and maxDur "
-                                f"(got {dict(phase.attrib)})") from None
+            raise ScenarioError(f"{source}: a <phase> needs numeric duration, minDur and maxDur, and phase "
+                                f"numbers in next (got {dict(phase.attrib)})") from None
         if not state or duration <= 0.0:
             raise ScenarioError(f"{source}: a <phase> needs a state and a positive duration "
                                 f"(got {dict(phase.attrib)})")
@@ -154,7 +158,8 @@ def _signal_program(path: Path, element) -> SignalProgram:
         offset = _sumo_time_s(element.get("offset", "0"))
     except ValueError:
         raise ScenarioError(f"{source}: offset {element.get('offset')!r} is not a time") from None
-    return SignalProgram(signal_id, program_id, offset, tuple(phases), source)
+    return SignalProgram(signal_id, program_id, offset, element.get("type", "static"), tuple(phases), source,
+                         tuple(next_phases))
 
 
 # SUMO reads both; sumo --save-configuration writes <sumoConfiguration> since 1.20.

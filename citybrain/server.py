@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import PreemptionConfig, SignalTiming
+from .config import PreemptionConfig, SignalTiming, SupervisorConfig
 from .controllers import make_controller
 from .engine import Engine
 from .field import FieldConfig, FieldEngine
@@ -33,6 +33,7 @@ class ServeOptions:
     dashboard_address: str = "127.0.0.1"
     dashboard_port: int | None = None    # None: no dashboard; 0: any free port
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     field: FieldConfig = field(default_factory=FieldConfig)
     min_all_red_s: float = 0.0           # SignalTiming.min_all_red_s
 
@@ -45,7 +46,7 @@ def serve(network: Network, options: ServeOptions, stop: threading.Event,
     network = network.with_min_all_red(options.min_all_red_s)
     _warm_up(network, options.controller, timing, options.preemption)
     engine = FieldEngine(network, make_controller(options.controller, network), timing, options.field,
-                         preemption=options.preemption)
+                         preemption=options.preemption, supervisor=options.supervisor)
     metrics_server = dashboard = None
     if options.metrics_port is not None:
         metrics_server = MetricsServer(engine.metrics, options.metrics_address, options.metrics_port)

@@ -21,7 +21,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from .detectors import DETECTOR_MODES, LoopEstimator, LoopLayout, scenario_layout, standard_layout
+from .detectors import DETECTOR_MODES, LoopEstimator, LoopLayout, scenario_layout, sparse_layout, standard_layout
 from .engine import SignalCommands
 from .frame import DetectorFrame, EmergencyVehicle
 from .network import Network
@@ -51,6 +51,7 @@ class SumoOptions:
     detectors: str = "auto"             # one of DETECTOR_MODES: what read_frame sees
     control_period_s: float = 1.0       # time between read_frame calls (loops aggregate over it)
     sumo_home: str | None = None        # another SUMO installation (its bin/sumo), run through TraCI
+    layout_seed: int = 0                # detectors "sparse": which random layout (detectors.sparse_layout)
 
 
 class SumoSimulation:
@@ -87,11 +88,11 @@ class SumoSimulation:
         self.emergency_audit = EmergencyAudit()
         self.detectors, self.loops, self.areas = self._detector_layout(options.detectors)
         self._area_lanes = np.array(sorted({lane for _, lane in self.areas}), dtype=np.int64)
-        # Lanes whose queue the controllers see: every lane with exact counts or a
-        # generated layout; with the scenario's own detectors, the approach lanes
-        # with a stop-line loop and the lanes of its lane-area detectors.
+        # Lanes whose queue the controllers see: every lane with exact counts or the
+        # standard layout; with the scenario's own detectors or a sparse layout, the
+        # approach lanes with a loop and the lanes of its lane-area detectors.
         self.observed_lanes = np.ones(network.n_lanes, dtype=bool)
-        if self.detectors == "scenario":
+        if self.detectors in ("scenario", "sparse"):
             self.observed_lanes[:] = False
             self.observed_lanes[self._area_lanes] = True
             if self.loops is not None:
@@ -109,6 +110,8 @@ class SumoSimulation:
             return "native", None, ()       # SUMO's own programs read SUMO's own detectors
         if mode == "loops":
             return mode, standard_layout(self.network), ()
+        if mode == "sparse":
+            return mode, sparse_layout(self.network, self.options.layout_seed), ()
         if mode in ("auto", "scenario"):
             layout = scenario_layout(self.network, self.scenario.induction_loops())
             lane_index = self.network.lane_index
@@ -315,7 +318,8 @@ class SumoSimulation:
         estimator. Lane-area detectors: their counts, for their lane, instead."""
         emergency = self._read_emergency()
         if self._estimator is not None:
-            frame = self._estimator.frame(self.time_s, *self._read_loops(), emergency)
+            states = self.read_signal_states() if self._estimator.needs_signal_states else None
+            frame = self._estimator.frame(self.time_s, *self._read_loops(), emergency, states)
         else:
             n = self.network.n_lanes
             frame = DetectorFrame(self.time_s, np.zeros(n), np.zeros(n), np.zeros(n), emergency)

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .protocol import REJECT_REASONS
 from .safety import GUARD_REASONS
+from .supervisor import REASONS
 
 __all__ = ["EngineMetrics", "MetricsServer"]
 
@@ -70,9 +71,40 @@ class EngineMetrics:
         self.registry.register(_SignalCollector(signal_ids, phase, stage, stale))
 
 
+    def watch_supervisor(self, supervisor) -> None:
+        """Expose the do-no-harm supervisor (a `citybrain.supervisor.Supervisor`), read at scrape time."""
+        self.registry.register(_SupervisorCollector(supervisor))
+
     def watch_preemption(self, preemption) -> None:
         """Expose emergency preemption (a `citybrain.preemption.Preemption`), read at scrape time."""
         self.registry.register(_PreemptionCollector(preemption))
+
+
+class _SupervisorCollector:
+    def __init__(self, supervisor):
+        self.supervisor = supervisor
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        supervisor = self.supervisor
+        ids = supervisor.network.signal_ids
+        on_plan = GaugeMetricFamily("citybrain_supervised_on_plan",
+                                    "Signals handed back to their plan where adaptive control visibly lost, by reason",
+                                    labels=["reason"])
+        signals = GaugeMetricFamily("citybrain_signal_on_plan", "1 for each signal the supervisor handed back now",
+                                    labels=["signal", "reason"])
+        for code, reason in enumerate(REASONS[1:], start=1):
+            on_plan.add_metric([reason], float(np.count_nonzero(supervisor.on_plan & (supervisor.reason == code))))
+        for i in np.flatnonzero(supervisor.on_plan).tolist():
+            signals.add_metric([ids[i], REASONS[supervisor.reason[i]]], 1.0)
+        yield on_plan
+        yield signals
+        yield CounterMetricFamily("citybrain_supervisor_handovers", "Signals handed back to their plan",
+                                  value=float(supervisor.handovers.sum()))
+        yield CounterMetricFamily("citybrain_supervisor_plan_seconds", "Signal-seconds on the plan by the supervisor",
+                                  value=float(supervisor.plan_s.sum()))
 
 
 class _PreemptionCollector:

@@ -4,6 +4,7 @@ import pytest
 
 from citybrain.config import DetectorConfig
 from citybrain.detectors import scenario_layout, standard_layout
+from citybrain.engine import SignalCommands
 from citybrain.network import load_network
 from citybrain.run import RunOptions, simulate
 from citybrain.scenario import ScenarioError, load_scenario
@@ -108,7 +109,9 @@ def test_a_scenarios_own_loops_are_found_and_read_like_ours(tmp_path):
     np.testing.assert_allclose(np.array(frames["auto"]), np.array(frames["loops"]), atol=0.01)
 
 
-def test_scenario_loops_without_a_stop_line_loop_leave_the_lane_unread(tmp_path):
+def test_scenario_loops_upstream_only_still_observe_their_lane(tmp_path):
+    """Approaches that lose their stop-line loop keep their advance loops: they are
+    still observed, with no stop-line loop (departures come from the signal states)."""
     net = load_network(load_scenario(SHORT).net_file)
     layout = standard_layout(net)
     keep = np.ones(layout.n_loops, dtype=bool)
@@ -116,8 +119,43 @@ def test_scenario_loops_without_a_stop_line_loop_leave_the_lane_unread(tmp_path)
     partial = type(layout)(**{**layout.__dict__, "loop_lane": layout.loop_lane[keep],
                               "loop_position_m": layout.loop_position_m[keep]})
     found = scenario_layout(net, load_scenario(scenario_with_loops(tmp_path, partial, net)).induction_loops())
-    assert len(found.lane) == len(layout.lane) - 5
-    assert not set(layout.lane[:5]) & set(found.lane)
+    assert np.array_equal(found.lane, layout.lane)
+    upstream_only = found.lane[np.diff(found.stop_ptr) == 0]
+    assert set(upstream_only) == set(layout.lane[:5])
+
+
+def test_queues_seen_only_by_upstream_loops_follow_the_true_queues_in_sumo(tmp_path):
+    """Every approach with its advance loop alone: arrivals are counted there, departures
+    come from the signal showing green. The estimate must still rise and fall with SUMO's
+    own halting counts, and a lane with no loop at all reads nothing."""
+    scenario = load_scenario(SHORT)
+    net = load_network(scenario.net_file)
+    layout = standard_layout(net)
+    keep = ~np.isin(np.arange(layout.n_loops), layout.stop_loop)
+    upstream = type(layout)(**{**layout.__dict__, "loop_lane": layout.loop_lane[keep],
+                               "loop_position_m": layout.loop_position_m[keep]})
+    config = scenario_with_loops(tmp_path, upstream, net)
+    estimated, truth = [], []
+    with SumoSimulation(load_scenario(config), net, SumoOptions(detectors="scenario", end_s=250)) as sim:
+        assert (np.diff(sim.loops.stop_ptr) == 0).all() and sim.observed_lanes[sim.loops.lane].all()
+        lanes = sim.loops.lane
+        while sim.running():
+            frame = sim.read_frame()
+            estimated.append(frame.halting[lanes])
+            truth.append([sim._api.lane.getLastStepHaltingNumber(net.lane_ids[lane]) for lane in lanes])
+            sim.apply(simple_cycle(net, sim.time_s))
+            sim.advance(1.0)
+    estimated, truth = np.array(estimated), np.array(truth)
+    assert truth.sum() > 100
+    assert np.corrcoef(estimated.ravel(), truth.ravel())[0, 1] > 0.6
+    assert 0.5 * truth.sum() < estimated.sum() < 2 * truth.sum()
+
+
+def simple_cycle(net, time_s):
+    """Each signal's first two phases, 30 s each (no clearance: the estimate is under test)."""
+    phase = int(time_s // 30) % 2
+    states = tuple(net.phase_states[net.phase_ptr[s] + phase] for s in range(net.n_signals))
+    return SignalCommands(np.arange(net.n_signals, dtype=np.int32), states)
 
 
 def test_scenario_mode_needs_loops_and_auto_falls_back_to_lanes():

@@ -342,3 +342,17 @@ def test_the_engine_does_not_send_a_change_its_own_guard_refuses(net):
     feed.report(1.5, phase=np.zeros(net.n_signals, np.int16), mode="engine", command_seq=command.seq)
     _, (command,) = feed.frame(2.0)
     assert command.phase[signal] >= 0
+
+
+def test_the_supervisor_shows_in_metrics(net):
+    field = make_field(net)
+    Feed(field, net).frame(0.0)
+    registry = field.metrics.registry
+    assert registry.get_sample_value("citybrain_supervisor_handovers_total") == 0
+    assert registry.get_sample_value("citybrain_supervised_on_plan", {"reason": "starved"}) == 0
+    supervisor = field.engine.supervisor
+    supervisor.plan_until_s[2], supervisor.reason[2] = np.inf, 2       # as if handed back for spill-back
+    supervisor.on_plan[2] = True
+    assert registry.get_sample_value("citybrain_supervised_on_plan", {"reason": "spill_back"}) == 1
+    assert registry.get_sample_value("citybrain_signal_on_plan", {"signal": net.signal_ids[2],
+                                                                  "reason": "spill_back"}) == 1

@@ -84,6 +84,37 @@ def random_plans(rng, n_phases):
 
 
 @pytest.mark.parametrize("seed", range(5))
+def test_actuated_requests_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    n_phases, phase_ptr = random_signal_state(rng, n)
+    plan_ptr, plan_phase, _, green_s, _, _ = random_plans(rng, n_phases)
+    bounds = [np.where(rng.random(green_s.size) < 0.2, -1.0, green_s * factor) for factor in (0.5, 2.0)]
+    green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
+    stage = rng.integers(0, 3, n).astype(np.int8)
+    active = rng.random(n) < 0.7
+    fast_step, slow_step = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    for _ in range(3):
+        elapsed = rng.uniform(0, 80, n)
+        demand = rng.choice([0.0, 0.3, 2.0], int(phase_ptr[-1]))
+        fast, slow = np.full(n, 7, np.int32), np.full(n, 7, np.int32)
+        for ops, step, out in ((kernels, fast_step, fast), (reference, slow_step, slow)):
+            ops.actuated_requests(plan_ptr, plan_phase, green_s, *bounds, phase_ptr, active, green, stage, elapsed,
+                                  demand, step, out)
+        np.testing.assert_array_equal(fast, slow)
+        np.testing.assert_array_equal(fast_step, slow_step)
+        assert (fast[~active] == 7).all()
+        assert (fast[active] >= 0).any() and (fast[active] == kernels.KEEP).any()
+        # A green past its maximum always ends; one before its minimum never does.
+        step_of = plan_ptr[:-1] + fast_step
+        longest = np.where(bounds[1][step_of] >= 0, bounds[1][step_of], green_s[step_of])
+        shortest = np.where(bounds[0][step_of] >= 0, bounds[0][step_of], green_s[step_of])
+        judged = active & (stage == 0) & (np.diff(plan_ptr) > 1)
+        assert (fast[judged & (elapsed >= longest)] >= 0).all()
+        assert (fast[judged & (elapsed < shortest - 1e-6)] == kernels.KEEP).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
 def test_plan_requests_matches_reference(seed):
     rng = np.random.default_rng(seed)
     n = 400
@@ -315,6 +346,7 @@ def test_estimate_loop_queues_matches_reference_over_many_periods(seed):
     n_loops, n_detected, n_lanes = 60, 40, 80
     lane = rng.choice(n_lanes, n_detected, replace=False).astype(np.int32)
     stop_ptr, stop_loop, stop_share = csr(rng, n_detected, 2, n_loops)
+    green_share = rng.choice([0.0, 1.0, 0.4], n_lanes)
     advance_ptr, advance_loop, advance_share = csr(rng, n_detected, 2, n_loops)
     capacity = rng.uniform(1.0, 12.0, n_detected)
     crossing = np.where(rng.random(n_detected) < 0.1, 0.0, rng.uniform(1.0, 8.0, n_detected))
@@ -326,13 +358,14 @@ def test_estimate_loop_queues_matches_reference_over_many_periods(seed):
         for ops, (queue, transit, quiet) in zip((kernels, reference), states):
             frame = tuple(np.zeros(n_lanes) for _ in range(3))
             ops.estimate_loop_queues(passed, occupied, 1.0, lane, stop_ptr, stop_loop, stop_share, advance_ptr,
-                                     advance_loop, advance_share, capacity, crossing, 0.95, 2.0, queue, transit,
-                                     quiet, *frame)
+                                     advance_loop, advance_share, capacity, crossing, 0.95, 2.0, green_share, 0.5,
+                                     queue, transit, quiet, *frame)
             outputs.append((queue, transit, quiet, *frame))
         for fast, slow in zip(*outputs):
             np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
     queue = states[0][0]
     assert (queue > 0).any() and (queue <= capacity).all()
+    assert (np.diff(stop_ptr) == 0).any()       # some lanes have only upstream loops
 
 
 def test_decide_pressure_matches_reference():

@@ -123,3 +123,32 @@ def test_signals_with_an_unobserved_approach_run_their_plan(tmp_path):
     assert citybrain["signals_on_plan"] == 8
     assert citybrain["observed_lane_share"]["A0"] == 1.0 and citybrain["observed_lane_share"]["B1"] == 0.0
     assert citybrain["safety_violations"] == 0
+
+
+def test_phases_a_program_never_reaches_are_not_part_of_its_cycle(tmp_path):
+    """`next` sends the program back to phase 0 after its last all-red; the two phases
+    after it (a special sequence, as real programs keep them) never show. The plan
+    leaves them out, and still plays the program exactly as SUMO does. (With offsets,
+    SUMO places a program's start on the sum of all its phases, reached or not; the
+    plan on its cycle. The first cycle can then differ; offsets are 0 here.)"""
+    text = programs_xml(offsets=[0] * len(SIGNALS))
+    last = f'<phase state="{"r" * 16}" duration="2" minDur="2" maxDur="2"/>\n  </tlLogic>'
+    assert text.count(last) == len(SIGNALS)
+    text = text.replace(last, f'<phase state="{"r" * 16}" duration="2" minDur="2" maxDur="2" next="0"/>\n'
+                              f'    <phase state="GGGGGGGGrrrrrrrr" duration="30"/>\n'
+                              f'    <phase state="yyyyyyyyrrrrrrrr" duration="3"/>\n  </tlLogic>')
+    config = city_scenario(tmp_path, end_s=300)
+    (tmp_path / "city.tls.xml").write_text(text)
+    network = load_scenario_network(load_scenario(config))
+    assert (network.program_cycle_s == CYCLE_S).all()
+    assert "GGGGGGGGrrrrrrrr" not in network.phase_states
+    fixed, plan = simulate_in_processes([(str(config), name, RunOptions()) for name in ("fixed", "plan")], 2)
+    for key in ("resco_delay_s", "throughput_veh", "unfinished_veh"):
+        assert plan[key] == fixed[key], key
+
+
+def test_a_next_beyond_the_program_is_refused_by_name(tmp_path):
+    text = programs_xml().replace('duration="2" minDur="2" maxDur="2"/>\n  </tlLogic>',
+                                  'duration="2" minDur="2" maxDur="2" next="40"/>\n  </tlLogic>', 1)
+    with pytest.raises(NetworkError, match=r"city\.tls\.xml: <tlLogic id='A0'.*next names phase 40"):
+        load_scenario_network(_with_program(tmp_path, text))
