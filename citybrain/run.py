@@ -128,7 +128,7 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     series = _Series()
     observed_share = None
     if isinstance(control, Engine):
-        observed_share = control.observe_lanes(sim.observed_lanes)
+        observed_share = control.observe_lanes(sim.observed_lanes, sim.modelled_lanes)
     try:
         with sim:
             while sim.running():

@@ -92,11 +92,15 @@ class SumoSimulation:
         # standard layout; with the scenario's own detectors or a sparse layout, the
         # approach lanes with a loop and the lanes of its lane-area detectors.
         self.observed_lanes = np.ones(network.n_lanes, dtype=bool)
+        # Of those, lanes seen only by loops upstream: their departures are modelled.
+        self.modelled_lanes = np.zeros(network.n_lanes, dtype=bool)
         if self.detectors in ("scenario", "sparse"):
             self.observed_lanes[:] = False
             self.observed_lanes[self._area_lanes] = True
             if self.loops is not None:
                 self.observed_lanes[self.loops.lane] = True
+                self.modelled_lanes[self.loops.lane[np.diff(self.loops.stop_ptr) == 0]] = True
+                self.modelled_lanes[self._area_lanes] = False
         self._estimator: LoopEstimator | None = None
         if self.loops is not None:
             self._estimator = LoopEstimator(network, self.loops)
