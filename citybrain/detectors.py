@@ -151,7 +151,8 @@ def sparse_layout(network: Network, seed: int, coverage: tuple[float, float] = (
         places = list(_on_approach(network, lane, float(rng.uniform(0.0, max_upstream_m))))
         if places:
             member, position, _ = places[int(rng.integers(len(places)))]
-            placed.append((member, max(position, 0.0)))
+            # SUMO takes a loop only on its lane, not at its very end.
+            placed.append((member, min(max(position, 0.0), max(float(network.lane_length_m[member]) - 0.1, 0.0))))
     return layout_from_loops(network, placed, config)
 
 

@@ -27,6 +27,7 @@ def test_sparse_layouts_are_random_partial_and_reproducible(tmp_path):
         assert np.array_equal(layout.loop_lane, again.loop_lane)
         assert np.array_equal(layout.loop_position_m, again.loop_position_m)
         assert set(layout.lane) <= set(approaches)
+        assert (layout.loop_position_m < net.lane_length_m[layout.loop_lane]).all()   # SUMO refuses a loop at the end
         shares.append(len(layout.lane) / approaches.size)
     assert min(shares) < 0.6 and max(shares) > 0.8
 
