@@ -2,7 +2,7 @@
 adaptive control is visibly losing there, and takes it back later.
 
 What "losing" means, from what the detectors and our own signal states show:
-an approach lane has had less green than the city's plan gives it, and
+an approach lane has had less than half the green the city's plan gives it, and
 - its queue keeps rising and is already longer than one plan cycle clears
   (`starved`), or
 - its queue fills the lane, so it spills back into the junction upstream
@@ -74,7 +74,7 @@ class Supervisor:
         self.queue_fast += fast * (queue - self.queue_fast)
         self.queue_slow += slow * (queue - self.queue_slow)
 
-        short_of_plan = self.green_share < self.plan_share - config.green_deficit
+        short_of_plan = self.green_share < config.green_ratio * self.plan_share
         starved = short_of_plan & (self.queue_fast > self.queue_slow + config.rising_veh) \
             & (self.queue_fast > self.cycle_service_veh)
         spilling = short_of_plan & (queue >= self.full_veh)
