@@ -75,6 +75,9 @@ class Engine:
             uncertain |= modelled
         self.prior = (PriorDemand(net, uncertain, ~observed, self.timing.control_period_s)
                       if uncertain.any() else None)
+        if self.supervisor is not None:
+            guessed = np.bincount(pairs[0], weights=uncertain[pairs[1]], minlength=net.n_signals)
+            self.supervisor.observe(guessed == 0)
         return share
 
     def on_plan_now(self) -> np.ndarray:

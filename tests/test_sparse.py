@@ -13,8 +13,10 @@ from citybrain.sumo_adapter import SumoOptions, SumoSimulation
 from .city_programs import city_scenario
 
 # Adaptive control may hold a green past the plan's (up to its 30 s max green) to
-# serve a queue; the wait it adds to another approach stays under this.
-SLACK_S = 15.0
+# serve a queue, and a signal the supervisor hands back rejoins its plan's cycle,
+# which can hold a lane through one more plan green (25 s here): the wait they add
+# to an approach stays under this (40 s at worst over layouts 0-7).
+SLACK_S = 45.0
 
 
 def test_sparse_layouts_are_random_partial_and_reproducible(tmp_path):
