@@ -130,15 +130,10 @@ class SupervisorConfig:
     fast_s: float = 60.0
     rising_veh: float = 2.0
     # Starved: less than this share of the green the plan gives it. Adaptive control
-    # moves green between approaches by design, as far as it sees them. At a signal
-    # whose every approach is counted, only a lane cut to under half its plan green
-    # is judged (at 95%, three handovers on arterial4x4, an oversaturated arterial
-    # with exact counts, cost 51 s of all-vehicle delay on seed 42). Where an approach
-    # is unobserved or seen only upstream, its queue is a guess, and any lane cut
-    # below 95% of its plan green is judged (at half, ingolstadt21 with its real
-    # loops: 179.7 s against 150.9 s over seeds 42-44).
+    # moves green between approaches by design; only a lane cut to under half its
+    # plan green is judged (at 95% of it, three handovers on arterial4x4, an
+    # oversaturated arterial, cost 51 s of all-vehicle delay on seed 42).
     green_ratio: float = 0.5
-    green_ratio_partial: float = 0.95
     # Harm must last this long without a break (two minutes: beyond one cycle's swing).
     harm_after_s: float = 120.0
     # A handed-back signal runs its plan this long, doubled at each repeat up to max_hold_s.

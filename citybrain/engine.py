@@ -59,25 +59,28 @@ class Engine:
     def observe_lanes(self, observed: np.ndarray, modelled: np.ndarray | None = None) -> np.ndarray:
         """Which lanes (bool per lane) the detectors see, and which of those they see
         only upstream (`modelled`: their departures are modelled, not counted);
-        returns per signal the share of its approach lanes they see. A queue nobody
-        sees would read as empty and never be served, so an approach lane nobody
-        observes gets its demand from a prior (`PriorDemand`: what the city's plan
-        gives it), and a modelled one at least that; a signal that observes none of
-        its approaches runs its program's plan."""
+        returns per signal the share of its approach lanes they see.
+
+        Adaptive control needs every approach's queue. A signal that counts them all
+        is adaptive. One that does not runs its program's plan where that plan is the
+        city's own (a fixed-time program: our run of it is SUMO's, to the digit), and
+        where no approach is seen at all. Elsewhere (an actuated program, whose plan
+        we only approximate) it stays adaptive, and an approach lane nobody observes
+        gets its demand from a prior (`PriorDemand`: what the plan gives it), a lane
+        seen only upstream at least that: a queue nobody sees would read as empty
+        and never be served."""
         net = self.network
         pairs = np.unique(np.stack([net.move_signal, net.move_in_lane]), axis=1)
         seen = np.bincount(pairs[0], weights=observed[pairs[1]], minlength=net.n_signals)
         share = seen / np.maximum(np.bincount(pairs[0], minlength=net.n_signals), 1)
-        self.on_plan[:] = (share == 0.0) | self._all_on_plan
         uncertain = np.zeros(net.n_lanes, dtype=bool)
         uncertain[pairs[1]] = ~observed[pairs[1]]
         if modelled is not None:
             uncertain |= modelled
+        guessed = np.bincount(pairs[0], weights=uncertain[pairs[1]], minlength=net.n_signals) > 0
+        self.on_plan[:] = (share == 0.0) | (guessed & net.program_static) | self._all_on_plan
         self.prior = (PriorDemand(net, uncertain, ~observed, self.timing.control_period_s)
                       if uncertain.any() else None)
-        if self.supervisor is not None:
-            guessed = np.bincount(pairs[0], weights=uncertain[pairs[1]], minlength=net.n_signals)
-            self.supervisor.observe(guessed == 0)
         return share
 
     def on_plan_now(self) -> np.ndarray:

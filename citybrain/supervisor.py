@@ -2,9 +2,7 @@
 adaptive control is visibly losing there, and takes it back later.
 
 What "losing" means, from what the detectors and our own signal states show:
-an approach lane has had less than half the green the city's plan gives it
-(95% of it at a signal where an approach is unobserved or seen only upstream:
-there adaptive control acts on guesses), and
+an approach lane has had less than half the green the city's plan gives it, and
 - its queue keeps rising and is already longer than one plan cycle clears
   (`starved`), or
 - its queue fills the lane, so it spills back into the junction upstream
@@ -59,15 +57,7 @@ class Supervisor:
         self.handovers = np.zeros(n, dtype=np.int64)
         self.plan_s = np.zeros(n)                           # time on the plan, in all
         self.on_plan = np.zeros(n, dtype=bool)
-        self.green_ratio = np.full(n_entries, self.config.green_ratio)
         self._started = False
-
-    def observe(self, fully_observed: np.ndarray) -> None:
-        """Which signals have every approach lane counted (bool per signal); at the
-        others adaptive control acts on guesses, and is held closer to the plan."""
-        config = self.config
-        self.green_ratio[:] = np.where(fully_observed[self.entry_signal], config.green_ratio,
-                                       config.green_ratio_partial)
 
     def review(self, time_s: float, dt_s: float, halting: np.ndarray, green_phase: np.ndarray,
                stage: np.ndarray) -> np.ndarray:
@@ -84,7 +74,7 @@ class Supervisor:
         self.queue_fast += fast * (queue - self.queue_fast)
         self.queue_slow += slow * (queue - self.queue_slow)
 
-        short_of_plan = self.green_share < self.green_ratio * self.plan_share
+        short_of_plan = self.green_share < config.green_ratio * self.plan_share
         starved = short_of_plan & (self.queue_fast > self.queue_slow + config.rising_veh) \
             & (self.queue_fast > self.cycle_service_veh)
         spilling = short_of_plan & (queue >= self.full_veh)

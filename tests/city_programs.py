@@ -28,21 +28,22 @@ CITY_PHASES = (
 CYCLE_S = sum(phase[1] for phase in CITY_PHASES)
 
 
-def programs_xml(program_id: str = "city", offsets=None) -> str:
+def programs_xml(program_id: str = "city", offsets=None, kind: str = "static") -> str:
     lines = ["<additional>"]
     for k, signal in enumerate(SIGNALS):
         offset = offsets[k] if offsets is not None else 11 * k
-        lines.append(f'  <tlLogic id="{signal}" type="static" programID="{program_id}" offset="{offset}">')
+        lines.append(f'  <tlLogic id="{signal}" type="{kind}" programID="{program_id}" offset="{offset}">')
         lines += [f'    <phase state="{s}" duration="{d}" minDur="{lo}" maxDur="{hi}"/>' for s, d, lo, hi in CITY_PHASES]
         lines.append("  </tlLogic>")
     lines.append("</additional>")
     return "\n".join(lines) + "\n"
 
 
-def city_scenario(folder: Path, begin_s: float = 0.0, end_s: float = 300.0, extra_additional: str = "") -> Path:
-    """Write the scenario into `folder`; returns its .sumocfg."""
+def city_scenario(folder: Path, begin_s: float = 0.0, end_s: float = 300.0, extra_additional: str = "",
+                  kind: str = "static") -> Path:
+    """Write the scenario into `folder` (programs of SUMO type `kind`); returns its .sumocfg."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "city.tls.xml").write_text(programs_xml())
+    (folder / "city.tls.xml").write_text(programs_xml(kind=kind))
     additional = "city.tls.xml" + (f",{extra_additional}" if extra_additional else "")
     config = folder / "city.sumocfg"
     config.write_text(f"""<configuration>
