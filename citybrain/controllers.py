@@ -220,8 +220,9 @@ class FixedTimePlan:
     greens end where its cycle ends them (`kernels.plan_requests`); started in step
     with the cycle (`SafetyLayer.start_on_plan`), it shows what SUMO's own run of
     the program shows. An actuated program's greens last from their minDur to their
-    maxDur, ending early when no vehicle calls for them (`kernels.actuated_requests`),
-    as SUMO's actuated control runs them from its own detectors. The fallback for a
+    maxDur, ending early when no vehicle moving near the stop line calls for them
+    (`kernels.actuated_requests`), as SUMO's actuated control runs them from its own
+    detectors. The fallback for a
     signal whose detectors went silent or cannot see one of its approaches, and the
     gateway's local plan when the engine is gone."""
 
@@ -252,10 +253,11 @@ class FixedTimePlan:
         np.logical_and(active, self.actuated, out=self._active)
         if self._active.any():
             if frame is not None:
-                # Vehicles calling for a phase: those queued on its lanes, and those moving
-                # within reach of the stop line (spread evenly along the lane).
+                # Vehicles calling for a phase: those moving within reach of the stop line
+                # (spread evenly along the lane). A standing queue does not call: as at
+                # SUMO's detectors, only vehicles passing keep a green.
                 moving = np.maximum(frame.vehicles - frame.halting, 0.0)
-                lane_demand = frame.halting + moving * self.near_share
+                lane_demand = moving * self.near_share
                 phase, lane = net.phase_lanes
                 self.phase_demand[:] = np.bincount(phase, weights=lane_demand[lane], minlength=net.n_phases)
             k.actuated_requests(net.plan_ptr, net.plan_phase, net.plan_green_s, net.plan_min_s, net.plan_max_s,

@@ -614,7 +614,10 @@ def actuated_requests(plan_ptr, plan_phase, plan_green_s, plan_min_s, plan_max_s
         if elapsed < shortest - 1e-9:
             continue
         if elapsed >= longest - 1e-9 or phase_demand[phase_ptr[signal] + green_phase[signal]] < 0.5:
-            requested[signal] = plan_phase[first + (step + 1) % count]
+            following = plan_phase[first + (step + 1) % count]
+            if following == green_phase[signal]:      # the program shows this green again: go on past it
+                following = plan_phase[first + (step + 2) % count]
+            requested[signal] = following
 
 
 @jit

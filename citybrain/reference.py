@@ -292,7 +292,8 @@ def actuated_requests(plan_ptr, plan_phase, plan_green_s, plan_min_s, plan_max_s
         elapsed = stage_time_s[signal]
         if elapsed >= shortest - 1e-9 and (elapsed >= longest - 1e-9
                                            or phase_demand[phase_ptr[signal] + green_phase[signal]] < 0.5):
-            requested[signal] = phases[(step + 1) % count]
+            following = phases[(step + 1) % count]
+            requested[signal] = phases[(step + 2) % count] if following == green_phase[signal] else following
 
 
 def advance_signals(requested, dt_s, phase_ptr, transition_offset, needs_clearance, ends_crossing,
