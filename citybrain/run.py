@@ -177,11 +177,11 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         "emergency": {**sim.emergency_audit.as_dict(),
                       "preemption": None if preemption is None else preemption.counts.as_dict()},
         "signals": network.n_signals,
-        # Per signal, the share of its approach lanes the detectors observe; signals with
-        # an unobserved one run the program's plan (Engine.observe_lanes).
+        # Per signal, the share of its approach lanes the detectors observe, and how many
+        # signals run the program's plan for what they cannot see (Engine.observe_lanes).
         "observed_lane_share": None if observed_share is None else dict(zip(
             network.signal_ids, np.round(observed_share, 3).tolist())),
-        "signals_on_plan": None if observed_share is None else int((observed_share == 0.0).sum()),
+        "signals_on_plan": None if observed_share is None else int(control.on_plan.sum()),
         # Signals handed back to their plan where adaptive control visibly lost (citybrain.supervisor).
         "supervisor": None if getattr(control, "supervisor", None) is None else control.supervisor.report(),
         # The mode this run used ("auto" resolved; "native": SUMO's own programs and detectors).
