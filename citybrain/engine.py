@@ -70,7 +70,7 @@ class Engine:
         seen only upstream at least that: a queue nobody sees would read as empty
         and never be served."""
         net = self.network
-        pairs = np.unique(np.stack([net.move_signal, net.move_in_lane]), axis=1)
+        pairs = net.approaches
         seen = np.bincount(pairs[0], weights=observed[pairs[1]], minlength=net.n_signals)
         share = seen / np.maximum(np.bincount(pairs[0], minlength=net.n_signals), 1)
         uncertain = np.zeros(net.n_lanes, dtype=bool)

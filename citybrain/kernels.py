@@ -566,6 +566,18 @@ def _step_showing(plan_phase, first, count, step, phase):
 
 
 @jit
+def _green_step(plan_ptr, plan_phase, green_phase, stage, plan_step, signal):
+    """The step of its plan (of two steps or more) that the signal's green shows,
+    tracked in plan_step; -1 outside a green, or with a plan of one step."""
+    first = plan_ptr[signal]
+    count = plan_ptr[signal + 1] - first
+    if stage[signal] != STAGE_GREEN or count < 2:
+        return -1
+    plan_step[signal] = _step_showing(plan_phase, first, count, plan_step[signal], green_phase[signal])
+    return plan_step[signal]
+
+
+@jit
 def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offset_s, active, green_phase, stage,
                   time_s, plan_step, requested):
     """For signals with active[i]: the program's own plan. Each green of the plan
@@ -579,11 +591,11 @@ def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offse
         if not active[signal]:
             continue
         requested[signal] = KEEP
+        step = _green_step(plan_ptr, plan_phase, green_phase, stage, plan_step, signal)
+        if step < 0:
+            continue
         first = plan_ptr[signal]
         count = plan_ptr[signal + 1] - first
-        if stage[signal] != STAGE_GREEN or count < 2:
-            continue
-        step = plan_step[signal] = _step_showing(plan_phase, first, count, plan_step[signal], green_phase[signal])
         cycle = cycle_s[signal]
         position = (time_s - offset_s[signal]) % cycle
         left = (plan_end_s[first + step] - position) % cycle
@@ -603,11 +615,11 @@ def actuated_requests(plan_ptr, plan_phase, plan_green_s, plan_min_s, plan_max_s
         if not active[signal]:
             continue
         requested[signal] = KEEP
+        step = _green_step(plan_ptr, plan_phase, green_phase, stage, plan_step, signal)
+        if step < 0:
+            continue
         first = plan_ptr[signal]
         count = plan_ptr[signal + 1] - first
-        if stage[signal] != STAGE_GREEN or count < 2:
-            continue
-        step = plan_step[signal] = _step_showing(plan_phase, first, count, plan_step[signal], green_phase[signal])
         shortest = plan_min_s[first + step] if plan_min_s[first + step] >= 0.0 else plan_green_s[first + step]
         longest = plan_max_s[first + step] if plan_max_s[first + step] >= 0.0 else plan_green_s[first + step]
         elapsed = stage_time_s[signal]

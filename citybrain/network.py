@@ -200,6 +200,12 @@ class Network:
         return mask
 
     @cached_property
+    def approaches(self) -> tuple[np.ndarray, np.ndarray]:
+        """(signal, lane) pairs, each once: the approach lanes of each signal."""
+        pairs = np.unique(np.stack([self.move_signal, self.move_in_lane]), axis=1)
+        return pairs[0].astype(np.int64), pairs[1].astype(np.int64)
+
+    @cached_property
     def phase_lanes(self) -> tuple[np.ndarray, np.ndarray]:
         """(phase, lane) pairs, each once: the approach lanes each candidate phase
         (flat index) greens."""

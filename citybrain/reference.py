@@ -216,6 +216,15 @@ def schedule_phases(queued, arrival_profile, mean_arrival_rate, service_rate, do
             requested[signal] = best
 
 
+def _step_showing(phases, step, phase):
+    """The plan step showing `phase`: `step` if it does, else the next that does, else `step`."""
+    if phases[step] == phase:
+        return step
+    order = (step + 1 + np.arange(len(phases))) % len(phases)
+    matches = order[phases[order] == phase]
+    return matches[0] if matches.size else step
+
+
 def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_ptr, green_phase, stage,
                   default_max_green_s, plan_step, start_allowed, least_green_s, max_green_s):
     least_green_s[:] = 0.0
@@ -225,12 +234,9 @@ def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_pt
     for signal in np.flatnonzero(cyclic):
         first, count = plan_ptr[signal], plan_ptr[signal + 1] - plan_ptr[signal]
         phases = plan_phase[first:first + count]
+        if stage[signal] == STAGE_GREEN:
+            plan_step[signal] = _step_showing(phases, plan_step[signal], green_phase[signal])
         step = plan_step[signal]
-        if stage[signal] == STAGE_GREEN and phases[step] != green_phase[signal]:
-            order = (step + 1 + np.arange(count)) % count
-            matches = order[phases[order] == green_phase[signal]]
-            if matches.size:
-                step = plan_step[signal] = matches[0]
         start_allowed[phase_ptr[signal] + green_phase[signal]] = True
         start_allowed[phase_ptr[signal] + phases[(step + 1) % count]] = True
         if plan_min_s[first + step] >= 0:
@@ -261,12 +267,7 @@ def plan_requests(plan_ptr, plan_phase, plan_end_s, plan_green_s, cycle_s, offse
         if stage[signal] != STAGE_GREEN or count < 2:
             continue
         phases = plan_phase[first:first + count]
-        step = plan_step[signal]
-        if phases[step] != green_phase[signal]:
-            order = (step + 1 + np.arange(count)) % count
-            matches = order[phases[order] == green_phase[signal]]
-            if matches.size:
-                step = plan_step[signal] = matches[0]
+        step = plan_step[signal] = _step_showing(phases, plan_step[signal], green_phase[signal])
         position = (time_s - offset_s[signal]) % cycle_s[signal]
         left = (plan_end_s[first + step] - position) % cycle_s[signal]
         if left < 1e-9 or left > 2.0 * plan_green_s[first + step] + 1e-9:
@@ -281,12 +282,7 @@ def actuated_requests(plan_ptr, plan_phase, plan_green_s, plan_min_s, plan_max_s
         if stage[signal] != STAGE_GREEN or count < 2:
             continue
         phases = plan_phase[first:first + count]
-        step = plan_step[signal]
-        if phases[step] != green_phase[signal]:
-            order = (step + 1 + np.arange(count)) % count
-            matches = order[phases[order] == green_phase[signal]]
-            if matches.size:
-                step = plan_step[signal] = matches[0]
+        step = plan_step[signal] = _step_showing(phases, plan_step[signal], green_phase[signal])
         bounds = [plan_min_s[first + step], plan_max_s[first + step]]
         shortest, longest = (b if b >= 0 else plan_green_s[first + step] for b in bounds)
         elapsed = stage_time_s[signal]

@@ -38,8 +38,7 @@ class Supervisor:
         self.network = net = network
         self.config = config or SupervisorConfig()
         controller_config = controller_config or ControllerConfig()
-        pairs = np.unique(np.stack([net.move_signal, net.move_in_lane]), axis=1)
-        self.entry_signal, self.entry_lane = pairs[0].astype(np.int64), pairs[1].astype(np.int64)
+        self.entry_signal, self.entry_lane = net.approaches
         n_entries = self.entry_signal.size
         self.plan_share = net.lane_plan_share[self.entry_lane]
         cycle_s = net.program_cycle_s[self.entry_signal]
