@@ -42,7 +42,7 @@ __all__ = ["Network", "NetworkError", "load_network", "load_scenario_network", "
 
 # Bumped whenever a `Network` field changes meaning, so pickled copies are rebuilt
 # (a copy that lacks one of its fields is rebuilt anyway: bench.cached_network).
-COMPILED_FORMAT = 9
+COMPILED_FORMAT = 10
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -80,6 +80,10 @@ class Network:
     # Its program runs fixed time (SUMO type "static"); else SUMO extends its phases from
     # its own detectors (actuated, delay_based), which a fixed plan only approximates.
     program_static: np.ndarray         # bool [signals]
+    # Its program, as written, shows foes in protected green (`repairs`) or takes a
+    # vehicle link from green to red with no yellow: SUMO's own run of it breaks the
+    # rules our safety layer keeps, so the signal is never left to it.
+    program_unsafe: np.ndarray         # bool [signals]
     # Per link (flat, `link_offset`): the shortest yellow the program shows that link,
     # else its signal's yellow_s. What the monitor holds every yellow of that link to.
     link_yellow_s: np.ndarray          # float64 [links]
@@ -395,7 +399,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         return lane_index[key]
 
     signal_ids, programs, n_links_list, yellow, all_red, crossing_clearance = [], [], [], [], [], []
-    offsets, cycles, link_yellow, link_green, repairs, walk_gap, static = [], [], [], [], [], [], []
+    offsets, cycles, link_yellow, link_green, repairs, walk_gap, static, unsafe = [], [], [], [], [], [], [], []
     phase_ptr, phase_states, phase_green_s, phase_levels, phase_link_ptr = [0], [], [], [], [0]
     move_signal, move_link, move_in, move_out = [], [], [], []
     term_ptr, term_in, term_out, term_w = [0], [], [], []
@@ -433,6 +437,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         states, fixed = _repair_conflicts(states, conflict, _yields(tls, connections, n_links))
         repairs += [f"signal {tid!r} {line}" for line in fixed]
         vehicle_links = {link for _, _, link in connections}
+        unsafe.append(bool(fixed) or _ends_green_unguarded(states, vehicle_links))
         candidates = _candidate_phases([phase[0] for phase in states], [phase[1] for phase in states], min_green_s)
         if not candidates:
             raise NetworkError(f"{where}: program has no green phase")
@@ -534,6 +539,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         program_cycle_s=np.array(cycles, dtype=np.float64),
         keeps_order=np.array(all_red, dtype=np.float64) > 0.0,
         program_static=np.array(static, dtype=bool),
+        program_unsafe=np.array(unsafe, dtype=bool),
         link_yellow_s=np.concatenate(link_yellow),
         link_green_s=np.concatenate(link_green),
         repairs=tuple(repairs),
@@ -589,6 +595,12 @@ def _main_program(path: Path, tls):
     if not program.getPhases():
         raise NetworkError(f"{path}: tlLogic {tls.getID()!r}: program {program._id!r} has no phases")
     return program
+
+
+def _ends_green_unguarded(states: list[tuple[str, float, float, float]], vehicle_links: set[int]) -> bool:
+    """Whether some change of the cycle takes a vehicle link from green straight to red."""
+    return any(before[0][link] in "Gg" and after[0][link] in "rs"
+               for before, after in zip(states, states[1:] + states[:1]) for link in vehicle_links)
 
 
 def _cycle(phases: list, next_phases: list[tuple[int, ...]], where: str) -> list:

@@ -182,6 +182,8 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         "observed_lane_share": None if observed_share is None else dict(zip(
             network.signal_ids, np.round(observed_share, 3).tolist())),
         "signals_on_plan": None if observed_share is None else int(control.on_plan.sum()),
+        # ... and how many are left to their own actuated controller (never commanded).
+        "signals_local": None if observed_share is None else int(control.local.sum()),
         # Signals handed back to their plan where adaptive control visibly lost (citybrain.supervisor).
         "supervisor": None if getattr(control, "supervisor", None) is None else control.supervisor.report(),
         # The mode this run used ("auto" resolved; "native": SUMO's own programs and detectors).

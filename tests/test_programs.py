@@ -87,9 +87,19 @@ def test_conflicting_protected_greens_in_a_program_are_made_permissive(tmp_path)
     text = programs_xml().replace('state="GGGgrrrrGGGgrrrr"', 'state="GGGgGGGgGGGgrrrr"')
     network = load_scenario_network(_with_program(tmp_path, text))
     assert network.repairs and "G -> g" in network.repairs[0]
+    assert network.program_unsafe.all()
     for state in network.phase_states + network.interim_states:
         protected = np.array([ch == "G" for ch in state])
         assert not (np.outer(protected, protected) & network.conflict_matrix(0)).any()
+
+
+def test_a_program_that_ends_a_green_without_yellow_is_unsafe(tmp_path):
+    """The city's programs are sound; one whose left turns go from green straight to
+    red (the interim's yellow replaced by red) is not, and is never run as written."""
+    assert not load_scenario_network(load_scenario(city_scenario(tmp_path / "sound"))).program_unsafe.any()
+    text = programs_xml().replace('state="rrryrrrrrrryrrrr"', 'state="rrrrrrrrrrrrrrrr"')
+    network = load_scenario_network(_with_program(tmp_path / "unsafe", text))
+    assert network.program_unsafe.all() and not network.repairs
 
 
 def test_a_waut_selects_the_program_in_force_at_the_start(tmp_path):
@@ -109,18 +119,20 @@ def test_a_waut_selects_the_program_in_force_at_the_start(tmp_path):
     assert early["A0"].program_id == "city" and early["B0"].program_id == "night"
 
 
-def test_signals_with_an_unobserved_approach_run_their_plan(tmp_path):
+@pytest.mark.parametrize("kind", ["static", "actuated"])
+def test_signals_with_an_unobserved_approach_run_their_plan(tmp_path, kind):
     """The scenario's own loops cover only signal A0's approaches: the other eight
-    signals run the city's plan, and the run reports it."""
+    signals run the city's program, and the run reports it: a fixed-time one as
+    our plan, an actuated one under its own controller."""
     probe = load_scenario_network(load_scenario(city_scenario(tmp_path / "probe")))
     a0 = set(probe.move_in_lane[probe.move_signal == 0].tolist())
     loops = "".join(f'<inductionLoop id="loop{lane}" lane="{probe.lane_ids[lane]}" pos="-3" period="1" file="NUL"/>'
                     for lane in sorted(a0))
     (tmp_path / "loops.add.xml").write_text(f"<additional>{loops}</additional>")
-    config = city_scenario(tmp_path, end_s=200, extra_additional="loops.add.xml")
+    config = city_scenario(tmp_path, end_s=200, extra_additional="loops.add.xml", kind=kind)
     citybrain, = simulate_in_processes([(str(config), "citybrain", RunOptions(detectors="auto"))], 1)
     assert citybrain["detectors"] == "scenario"
-    assert citybrain["signals_on_plan"] == 8
+    assert (citybrain["signals_on_plan"], citybrain["signals_local"]) == ((8, 0) if kind == "static" else (0, 8))
     assert citybrain["observed_lane_share"]["A0"] == 1.0 and citybrain["observed_lane_share"]["B1"] == 0.0
     assert citybrain["safety_violations"] == 0
 
