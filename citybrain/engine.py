@@ -5,7 +5,7 @@ diff. The same `Engine` serves a simulation adapter and, later, the wire.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 
 import numpy as np
@@ -14,6 +14,7 @@ from . import kernels as compiled_kernels
 from .config import SATURATION_VEH_PER_S, PreemptionConfig, SignalTiming, SupervisorConfig
 from .controllers import Controller, FixedTimePlan, SignalView
 from .frame import DetectorFrame
+from .kernels import STAGE_GREEN
 from .network import Network
 from .preemption import Preemption
 from .safety import SafetyLayer
@@ -24,18 +25,26 @@ __all__ = ["Engine", "SignalCommands"]
 
 @dataclass(frozen=True)
 class SignalCommands:
-    """State strings to display from now on, for the signals whose display changed."""
+    """State strings to display from now on, for the signals whose display changed;
+    `released`: signals handed to their own controller from now on (each shows a
+    green of its program), to run its program from the phase showing that green."""
 
     signals: np.ndarray        # int32 signal indices
     states: tuple[str, ...]
+    released: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
 
 class Engine:
     def __init__(self, network: Network, controller: Controller, timing: SignalTiming | None = None,
                  kernels: ModuleType = compiled_kernels, preemption: PreemptionConfig | None = None,
-                 signals_running: bool = False, supervisor: SupervisorConfig | None = None):
+                 signals_running: bool = False, supervisor: SupervisorConfig | None = None,
+                 own_controllers: bool = False):
         """`signals_running`: the signals already run (in the field), and their state is
-        taken over from what they report (`SafetyLayer.adopt`), never started afresh."""
+        taken over from what they report (`SafetyLayer.adopt`), never started afresh.
+        `own_controllers`: each signal's own controller runs the city's program as
+        written (SUMO does), so the supervisor hands an actuated signal back to it
+        (`SignalCommands.released`), and the caller reports what it shows
+        (`observe_shown`) until it is taken back."""
         self.network = network
         self.controller = controller
         self.timing = timing or SignalTiming()
@@ -46,14 +55,30 @@ class Engine:
         preemption = preemption or PreemptionConfig()
         self.preemption = Preemption(network, self.timing, preemption, kernels) if preemption.enabled else None
         supervisor = supervisor or SupervisorConfig()
-        # Do no harm: adaptive control hands a signal back to the plan where it visibly loses.
-        self.supervisor = Supervisor(network, supervisor) if supervisor.enabled and not self._all_on_plan else None
         self.requested = np.full(network.n_signals, -1, dtype=np.int32)
         self.preempting = np.zeros(network.n_signals, dtype=bool)   # stays all False without preemption
         # Signals that run the program's plan whatever their detectors say (`observe_lanes`).
         self.on_plan = np.full(network.n_signals, self._all_on_plan)
         # Signals left to their own (actuated) controller: never commanded (`observe_lanes`).
         self.local = np.zeros(network.n_signals, dtype=bool)
+        # Signals their own controller runs now: `local` ones, and those the supervisor
+        # handed back there. Only signals with a sound actuated program go there; a
+        # fixed-time one runs as our plan, which is its own run to the digit.
+        self.own_control = np.zeros(network.n_signals, dtype=bool)
+        self._may_release = ((own_controllers and not self._all_on_plan)
+                             & ~network.program_static & ~network.program_unsafe)
+        # Do no harm: adaptive control hands a signal back to the plan (or to its own
+        # controller) where it visibly loses.
+        self.supervisor = (Supervisor(network, supervisor, eligible=network.program_static | self._may_release)
+                           if supervisor.enabled and not self._all_on_plan else None)
+        # Greens a signal's own program shows as they are: where it may be handed over.
+        self._in_program = np.array([state in {phase[0] for phase in network.programs[signal]}
+                                     for signal in range(network.n_signals)
+                                     for state in network.phase_states[network.phase_ptr[signal]:
+                                                                       network.phase_ptr[signal + 1]]], dtype=bool)
+        self._shown = [""] * network.n_signals
+        self._shown_s = np.zeros(network.n_signals)
+        self._resumed = np.zeros(network.n_signals, dtype=bool)
         self._plan_now = np.zeros(network.n_signals, dtype=bool)
         self.prior: PriorDemand | None = None      # demand of approach lanes nobody observes
         self._started = signals_running
@@ -84,7 +109,8 @@ class Engine:
         if modelled is not None:
             uncertain |= modelled
         guessed = np.bincount(pairs[0], weights=uncertain[pairs[1]], minlength=net.n_signals) > 0
-        self.local[:] = guessed & ~net.program_static & ~net.program_unsafe & ~self._all_on_plan
+        self.local[:] = guessed & ~net.program_static & ~net.program_unsafe & (not self._all_on_plan)
+        self.own_control[:] = self.local
         self.on_plan[:] = (((share == 0.0) | (guessed & net.program_static)) & ~self.local) | self._all_on_plan
         uncertain[pairs[1][self.local[pairs[0]]]] = False
         self.prior = (PriorDemand(net, uncertain, ~observed, self.timing.control_period_s)
@@ -124,20 +150,60 @@ class Engine:
             frame = self.prior.fill(frame, self.safety)
         self.controller.decide(frame, self.safety, self.requested)
         plan = self.on_plan
+        release = None
         if self.supervisor is not None:
             handed_back = self.supervisor.review(frame.time_s, self.timing.control_period_s, frame.halting,
                                                  self.safety.green_phase, self.safety.stage)
             plan = np.logical_or(plan, handed_back, out=self._plan_now)
+            # One that goes to its own controller goes at a green of its program.
+            safety = self.safety
+            release = (handed_back & self._may_release & ~self.own_control & (safety.stage == STAGE_GREEN)
+                       & self._in_program[self.network.phase_ptr[:-1] + safety.green_phase])
         if fallback is not None and fallback.any():
             plan = np.logical_or(plan, fallback, out=self._plan_now)
         if plan.any() and not self._all_on_plan:
             self.fallback.decide(frame, self.safety, self.requested, plan)
         if self.preemption is not None:
             self.preempting = self.preemption.plan(frame, self.safety, self.requested)
-            if self.local.any():     # no command reaches those
-                self.preempting = self.preempting & ~self.local
+            if self.own_control.any():     # no command reaches those
+                self.preempting = self.preempting & ~self.own_control
         changed = self.safety.advance(self.requested, self.preempting, plan)
-        return self._commands(np.flatnonzero(changed & ~self.local).astype(np.int32))
+        if release is not None and release.any():
+            released = np.flatnonzero(release & ~changed).astype(np.int32)
+            self.own_control[released] = True
+            for signal, state in zip(released.tolist(), self.safety.state_strings(released)):
+                self._shown[signal] = state
+            self._shown_s[released] = self.safety.stage_time_s[released]
+        else:
+            released = np.zeros(0, dtype=np.int32)
+        send = (changed | self._resumed) & ~self.own_control
+        self._resumed[:] = False
+        signals = np.flatnonzero(send).astype(np.int32)
+        return SignalCommands(signals, self.safety.state_strings(signals), released)
+
+    def observe_shown(self, states: list[str], dt_s: float) -> None:
+        """What every signal showed over the last `dt_s` (with `own_controllers`).
+        Signals their own controller runs follow it here; one whose hand-back is over
+        is taken back at a green of ours, from the time it has shown it."""
+        if self.supervisor is None:
+            return
+        net, safety = self.network, self.safety
+        for signal in np.flatnonzero(self.own_control & ~self.local).tolist():
+            state = states[signal]
+            # Counted from when it was first seen: never more than it has shown.
+            self._shown_s[signal] = self._shown_s[signal] + dt_s if state == self._shown[signal] else 0.0
+            self._shown[signal] = state
+            first, end = int(net.phase_ptr[signal]), int(net.phase_ptr[signal + 1])
+            phase = next((p for p in range(end - first) if net.phase_states[first + p] == state), -1)
+            if phase < 0:
+                continue
+            index = np.array([signal], dtype=np.int32)
+            # The next step adds dt_s to it (`SafetyLayer.adopt`).
+            safety.adopt(index, np.array([phase]), np.array([phase]), np.array([STAGE_GREEN], dtype=np.int8),
+                         np.array([self._shown_s[signal]]), lag_s=dt_s)
+            if not self.supervisor.on_plan[signal]:
+                self.own_control[signal] = False
+                self._resumed[signal] = True
 
     def _commands(self, signals: np.ndarray) -> SignalCommands:
         return SignalCommands(signals, self.safety.state_strings(signals))

@@ -83,8 +83,9 @@ def simulate_controller(scenario_path: str | Path, make: Callable[[Network], Con
     scenario = load_scenario(scenario_path)
     network = load_scenario_network(scenario)
     timed = network.with_min_all_red(options.timing.min_all_red_s)
+    # SUMO runs each signal's program as the city wrote it: its own controller.
     engine = Engine(timed, make(timed), options.timing, preemption=options.preemption,
-                    supervisor=options.supervisor)
+                    supervisor=options.supervisor, own_controllers=True)
     return _run_sumo(scenario, network, engine, None, options, progress, live)
 
 
@@ -150,7 +151,10 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
                 t3 = time.perf_counter()
                 sim.advance(period_s)
                 t4 = time.perf_counter()
-                monitor.observe(sim.read_signal_states(), None if control is None else control.preempting)
+                shown = sim.read_signal_states()
+                monitor.observe(shown, None if control is None else control.preempting)
+                if isinstance(control, Engine):
+                    control.observe_shown(shown, period_s)
                 timing["sumo_step_s"] += t4 - t3
                 timing["audit_s"] += time.perf_counter() - t4
                 if progress:

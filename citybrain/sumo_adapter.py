@@ -182,6 +182,8 @@ class SumoSimulation:
         if self.options.native_program == "actuated":
             for signal_id in self.network.signal_ids:
                 api.trafficlight.setProgram(signal_id, ACTUATED_PROGRAM_ID)
+        # The program each signal's own controller runs, for handing a signal back to it.
+        self._own_programs = [api.trafficlight.getProgram(signal_id) for signal_id in self.network.signal_ids]
         if self.options.backend == "traci":
             self._subscribe()
         ensure_sumo_home()  # `import libsumo` resets SUMO_HOME; keep ours for later tool calls
@@ -405,6 +407,22 @@ class SumoSimulation:
         set_state = self._api.trafficlight.setRedYellowGreenState
         for signal, state in zip(commands.signals, commands.states):
             set_state(self.network.signal_ids[signal], state)
+        for signal in commands.released.tolist():
+            self._release(signal)
+
+    def _release(self, signal: int) -> None:
+        """Hand the signal back to its own program, at the phase showing what it shows now."""
+        lights = self._api.trafficlight
+        signal_id = self.network.signal_ids[signal]
+        shown = lights.getRedYellowGreenState(signal_id)
+        program_id = self._own_programs[signal]
+        logic = next(logic for logic in lights.getAllProgramLogics(signal_id) if logic.programID == program_id)
+        phase = next((k for k, p in enumerate(logic.phases) if p.state == shown), None)
+        if phase is None:
+            raise RuntimeError(f"signal {signal_id!r} released while showing {shown!r}, "
+                               f"which its program {program_id!r} has no phase for")
+        lights.setProgram(signal_id, program_id)
+        lights.setPhase(signal_id, phase)
 
     def read_signal_states(self) -> list[str]:
         if self.options.backend == "traci":

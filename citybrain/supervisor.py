@@ -12,11 +12,11 @@ lane (it got at least its plan share of green) adaptive control is not the
 cause, and nothing is handed back. A handed-back signal runs its plan for
 `hold_s`; each repeat doubles the hold, up to `max_hold_s`.
 
-Only signals whose program is fixed-time are handed back. An actuated program
-extends its phases from SUMO's own detectors; the plan we can run for it is a
-fixed-time copy of its nominal durations, which can do far worse than the city's
-actuated run (on the Hamburg test field, three handovers cost 4 s of
-all-vehicle delay), so there the supervisor does no good.
+A fixed-time program is handed back as our run of its plan. An actuated one
+extends its phases from its own detectors, which our copy of it only
+approximates (on the Hamburg test field, three handovers to the copy cost 4 s of
+all-vehicle delay): it is handed back only where its own controller can run it
+(`Engine(own_controllers=True)`: in SUMO), else it stays adaptive.
 """
 from __future__ import annotations
 
@@ -34,8 +34,10 @@ _STARVED, _SPILL_BACK = 1, 2
 
 class Supervisor:
     def __init__(self, network: Network, config: SupervisorConfig | None = None,
-                 controller_config: ControllerConfig | None = None):
+                 controller_config: ControllerConfig | None = None, eligible: np.ndarray | None = None):
+        """`eligible`: the signals that may be handed back (default: those with a fixed-time program)."""
         self.network = net = network
+        self.eligible = network.program_static if eligible is None else eligible
         self.config = config or SupervisorConfig()
         controller_config = controller_config or ControllerConfig()
         self.entry_signal, self.entry_lane = net.approaches
@@ -84,7 +86,7 @@ class Supervisor:
         self.on_plan[:] = self.plan_until_s > time_s
         self.plan_s[self.on_plan] += dt_s
         self.harm_s = np.where((harm > 0) & ~self.on_plan, self.harm_s + dt_s, 0.0)
-        hand_back = (self.harm_s >= config.harm_after_s) & self.network.program_static
+        hand_back = (self.harm_s >= config.harm_after_s) & self.eligible
         if hand_back.any():
             self.plan_until_s[hand_back] = time_s + self.next_hold_s[hand_back]
             self.next_hold_s[hand_back] = np.minimum(2 * self.next_hold_s[hand_back], config.max_hold_s)

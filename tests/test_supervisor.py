@@ -5,7 +5,7 @@ import pytest
 
 from citybrain.config import SupervisorConfig
 from citybrain.kernels import STAGE_GREEN
-from citybrain.network import load_network
+from citybrain.network import load_network, load_scenario_network
 from citybrain.run import RunOptions, simulate_controller
 from citybrain.scenario import load_scenario
 from citybrain.supervisor import REASONS, Supervisor
@@ -112,3 +112,50 @@ def test_supervisor_hands_a_harmful_controller_back_to_the_plan_in_sumo(tmp_path
     assert supervised["safety_violations"] == 0
     assert supervised["resco_delay_s"] < unsupervised["resco_delay_s"]
     assert supervised["throughput_veh"] > unsupervised["throughput_veh"]
+
+
+def test_an_actuated_signal_is_handed_to_its_own_controller_and_taken_back_in_sumo(tmp_path):
+    """The same starving controller on the city's actuated programs: the supervisor
+    hands the starved signals to their own controller (SUMO runs the city's program
+    again, from the green they show), takes them back after the hold at a green of
+    that program, and no step shows anything our safety rules forbid."""
+    from citybrain.engine import Engine
+    from citybrain.safety import SafetyMonitor
+    from citybrain.sumo_adapter import SumoOptions, SumoSimulation
+
+    from .city_programs import programs_xml
+
+    (tmp_path / "city.tls.xml").write_text(programs_xml(kind="actuated"))
+    (tmp_path / "flows.rou.xml").write_text("""<routes>
+    <flow id="ns" begin="0" end="1500" vehsPerHour="500" departLane="best" departSpeed="max"
+          from="top1B2" to="B0bottom1"/>
+    <flow id="we" begin="0" end="1500" vehsPerHour="300" departLane="best" departSpeed="max"
+          from="left1A1" to="C1right1"/>
+</routes>
+""")
+    config = tmp_path / "starve.sumocfg"
+    config.write_text(f"""<configuration>
+    <input><net-file value="{GRID3_NET}"/><route-files value="flows.rou.xml"/>
+        <additional-files value="city.tls.xml"/></input>
+    <time><begin value="0"/><end value="1500"/></time>
+</configuration>
+""")
+    scenario = load_scenario(config)
+    network = load_scenario_network(scenario)
+    engine = Engine(network, HoldFirstPhase(), supervisor=SupervisorConfig(hold_s=200.0), own_controllers=True)
+    monitor = SafetyMonitor(network, engine.timing.min_green_s, 1.0)
+    programs = []
+    with SumoSimulation(scenario, network, SumoOptions(detectors="lanes")) as sim:
+        while sim.running():
+            sim.apply(engine.step(sim.read_frame()))
+            sim.advance(1.0)
+            shown = sim.read_signal_states()
+            monitor.observe(shown)
+            engine.observe_shown(shown, 1.0)
+            programs.append([sim._api.trafficlight.getProgram(s) != "online" for s in network.signal_ids])
+    own = np.array(programs)
+    released = np.flatnonzero(own.any(axis=0))
+    assert released.size >= 1 and engine.supervisor.handovers[released].min() >= 1
+    back = [signal for signal in released if (np.diff(own[:, signal].astype(int)) == -1).any()]
+    assert back, "no signal was taken back from its own controller"
+    assert monitor.report.violations == 0, monitor.report.as_dict()
