@@ -41,10 +41,11 @@ class Engine:
                  own_controllers: bool = False):
         """`signals_running`: the signals already run (in the field), and their state is
         taken over from what they report (`SafetyLayer.adopt`), never started afresh.
-        `own_controllers`: each signal's own controller runs the city's program as
-        written (SUMO does), so the supervisor hands an actuated signal back to it
-        (`SignalCommands.released`), and the caller reports what it shows
-        (`observe_shown`) until it is taken back."""
+        `own_controllers`: each signal's own controller runs the city's program (SUMO
+        does, with our repairs: `SumoOptions.safe_programs`), so an actuated signal
+        that cannot count its approaches is left to it (`observe_lanes`), the
+        supervisor hands one back to it (`SignalCommands.released`), and the caller
+        reports what it shows (`observe_shown`) until it is taken back."""
         self.network = network
         self.controller = controller
         self.timing = timing or SignalTiming()
@@ -90,16 +91,15 @@ class Engine:
 
         Adaptive control needs every approach's queue. A signal that counts them all
         is adaptive. One that does not is left to its own controller (`local`) where
-        its program is actuated: the cabinet extends its greens from its own
+        its program is actuated and that controller runs it safely (`own_controllers`,
+        `Network.program_unsafe`): the cabinet extends its greens from its own
         detectors, which serve it better than any estimate of ours (a copy of that
         logic fed by upstream loops lost to it by 38% to 81% on the Hamburg test
         field). A fixed-time program runs as the plan through our safety layer (our
         run of it is SUMO's to the digit, and emergency preemption still reaches it).
-        So does an actuated program whose own run breaks our safety rules
-        (`Network.program_unsafe`). Elsewhere, an approach lane
-        nobody observes gets its demand from a prior (`PriorDemand`: what the plan
-        gives it), a lane seen only upstream at least that: a queue nobody sees
-        would read as empty and never be served."""
+        Elsewhere, an approach lane nobody observes gets its demand from a prior
+        (`PriorDemand`: what the plan gives it), a lane seen only upstream at least
+        that: a queue nobody sees would read as empty and never be served."""
         net = self.network
         pairs = net.approaches
         seen = np.bincount(pairs[0], weights=observed[pairs[1]], minlength=net.n_signals)
@@ -109,7 +109,7 @@ class Engine:
         if modelled is not None:
             uncertain |= modelled
         guessed = np.bincount(pairs[0], weights=uncertain[pairs[1]], minlength=net.n_signals) > 0
-        self.local[:] = guessed & ~net.program_static & ~net.program_unsafe & (not self._all_on_plan)
+        self.local[:] = guessed & self._may_release
         self.own_control[:] = self.local
         self.on_plan[:] = (((share == 0.0) | (guessed & net.program_static)) & ~self.local) | self._all_on_plan
         uncertain[pairs[1][self.local[pairs[0]]]] = False

@@ -42,7 +42,7 @@ __all__ = ["Network", "NetworkError", "load_network", "load_scenario_network", "
 
 # Bumped whenever a `Network` field changes meaning, so pickled copies are rebuilt
 # (a copy that lacks one of its fields is rebuilt anyway: bench.cached_network).
-COMPILED_FORMAT = 10
+COMPILED_FORMAT = 11
 
 # Green level of a SUMO state character: protected green beats permissive green.
 _GREEN_LEVEL = {"G": 2, "g": 1}
@@ -80,10 +80,16 @@ class Network:
     # Its program runs fixed time (SUMO type "static"); else SUMO extends its phases from
     # its own detectors (actuated, delay_based), which a fixed plan only approximates.
     program_static: np.ndarray         # bool [signals]
-    # Its program, as written, shows foes in protected green (`repairs`) or takes a
-    # vehicle link from green to red with no yellow: SUMO's own run of it breaks the
-    # rules our safety layer keeps, so the signal is never left to it.
+    # Where its program, as written, breaks the rules our safety layer keeps (foes in
+    # protected green, a vehicle green ended with no yellow), the repair of each such
+    # state (original -> repaired, `repairs`); its own controller may run the program
+    # only so repaired (`program_source`). Empty where the program is sound.
+    program_state_repairs: tuple[tuple[tuple[str, str], ...], ...]
+    # A program no such repair makes safe (a green ends with no yellow after a green
+    # phase, or one state would need two repairs): never left to its own controller.
     program_unsafe: np.ndarray         # bool [signals]
+    # The file and programID of the `<tlLogic>` SUMO runs for it.
+    program_source: tuple[tuple[str, str], ...]
     # Per link (flat, `link_offset`): the shortest yellow the program shows that link,
     # else its signal's yellow_s. What the monitor holds every yellow of that link to.
     link_yellow_s: np.ndarray          # float64 [links]
@@ -400,6 +406,7 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
 
     signal_ids, programs, n_links_list, yellow, all_red, crossing_clearance = [], [], [], [], [], []
     offsets, cycles, link_yellow, link_green, repairs, walk_gap, static, unsafe = [], [], [], [], [], [], [], []
+    state_repairs, sources = [], []
     phase_ptr, phase_states, phase_green_s, phase_levels, phase_link_ptr = [0], [], [], [], [0]
     move_signal, move_link, move_in, move_out = [], [], [], []
     term_ptr, term_in, term_out, term_w = [0], [], [], []
@@ -415,11 +422,13 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
             continue  # rail signals are run by SUMO's own rail logic, not by a tlLogic
         if override is not None:
             where, offset_s, kind = override.source, float(override.offset_s), override.kind
+            source = (override.path, override.program_id)
             states = [tuple(phase) for phase in override.phases]
             next_phases = list(override.next_phases)
         else:
             program = _main_program(path, tls)
             where, offset_s, kind = f"{path}: tlLogic {tid!r}", float(program.getOffset()), program.getType()
+            source = (str(path), program._id)
             states = [(p.state, float(p.duration), float(p.minDur), float(p.maxDur)) for p in program.getPhases()]
             next_phases = [tuple(int(k) for k in p.next) for p in program.getPhases()]
         states = _cycle(states, next_phases, where)
@@ -434,10 +443,18 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
                                f"beyond the program's {n_links}-link states")
 
         conflict = _conflicts(tls, connections, n_links)
+        written = [phase[0] for phase in states]
         states, fixed = _repair_conflicts(states, conflict, _yields(tls, connections, n_links))
-        repairs += [f"signal {tid!r} {line}" for line in fixed]
         vehicle_links = {link for _, _, link in connections}
-        unsafe.append(bool(fixed) or _ends_green_unguarded(states, vehicle_links))
+        states, guarded, unguarded = _guard_green_ends(states, vehicle_links)
+        repairs += [f"signal {tid!r} {line}" for line in fixed + guarded]
+        mapping = {}
+        for before, (after, *_) in zip(written, states):
+            mapping.setdefault(before, set()).add(after)
+        unsafe.append(unguarded or any(len(after) > 1 for after in mapping.values()))
+        state_repairs.append(tuple((before, after.pop()) for before, after in mapping.items()
+                                   if after != {before} and len(after) == 1))
+        sources.append(source)
         candidates = _candidate_phases([phase[0] for phase in states], [phase[1] for phase in states], min_green_s)
         if not candidates:
             raise NetworkError(f"{where}: program has no green phase")
@@ -539,7 +556,9 @@ def _compile(path: Path, net, approach_range_m: float, overrides: dict, min_gree
         program_cycle_s=np.array(cycles, dtype=np.float64),
         keeps_order=np.array(all_red, dtype=np.float64) > 0.0,
         program_static=np.array(static, dtype=bool),
+        program_state_repairs=tuple(state_repairs),
         program_unsafe=np.array(unsafe, dtype=bool),
+        program_source=tuple(sources),
         link_yellow_s=np.concatenate(link_yellow),
         link_green_s=np.concatenate(link_green),
         repairs=tuple(repairs),
@@ -597,10 +616,28 @@ def _main_program(path: Path, tls):
     return program
 
 
-def _ends_green_unguarded(states: list[tuple[str, float, float, float]], vehicle_links: set[int]) -> bool:
-    """Whether some change of the cycle takes a vehicle link from green straight to red."""
-    return any(before[0][link] in "Gg" and after[0][link] in "rs"
-               for before, after in zip(states, states[1:] + states[:1]) for link in vehicle_links)
+def _guard_green_ends(states: list[tuple[str, float, float, float]], vehicle_links: set[int]
+                      ) -> tuple[list[tuple[str, float, float, float]], list[str], bool]:
+    """The program with no vehicle link taken from green straight to red where the
+    phase before is itself a change (shows a yellow): there the link shows yellow
+    too, for that phase's time (the city's own clearance, for one link more).
+    Returns the phases, one line per phase changed, and whether some green still
+    ends with no yellow (after a phase that shows none, which cannot be repaired
+    in place)."""
+    guarded, lines, left = [], [], False
+    for number, (state, *rest) in enumerate(states):
+        after = states[(number + 1) % len(states)][0]
+        ended = [link for link in sorted(vehicle_links) if state[link] in "Gg" and after[link] in "rs"]
+        if ended and "y" in state:
+            chars = list(state)
+            for link in ended:
+                chars[link] = "y"
+            state = "".join(chars)
+            lines.append(f"phase {number}: links {', '.join(map(str, ended))} g -> y (green ended without yellow)")
+        elif ended:
+            left = True
+        guarded.append((state, *rest))
+    return guarded, lines, left
 
 
 def _cycle(phases: list, next_phases: list[tuple[int, ...]], where: str) -> list:

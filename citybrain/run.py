@@ -115,7 +115,8 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
     period_s = options.timing.control_period_s
     monitor = SafetyMonitor(network, options.timing.min_green_s, period_s, options.timing.preemption_min_green_s)
     sumo_options = SumoOptions(options.backend, options.seed, options.begin_s, options.end_s, native,
-                               options.detectors, period_s, options.sumo_home, options.layout_seed)
+                               options.detectors, period_s, options.sumo_home, options.layout_seed,
+                               safe_programs=isinstance(control, Engine))
     timing = {"sumo_step_s": 0.0, "sumo_io_s": 0.0, "engine_s": 0.0, "audit_s": 0.0}
     started = time.perf_counter()
     pacer = _Pacer(options.pace)

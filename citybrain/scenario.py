@@ -43,6 +43,7 @@ class SignalProgram:
     source: str          # "FILE: <tlLogic id=...>", for error messages
     # Per phase, its `next` attribute (the phases that may follow it), () where absent.
     next_phases: tuple[tuple[int, ...], ...] = ()
+    path: str = ""       # the file that defines it
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _signal_program(path: Path, element) -> SignalProgram:
     except ValueError:
         raise ScenarioError(f"{source}: offset {element.get('offset')!r} is not a time") from None
     return SignalProgram(signal_id, program_id, offset, element.get("type", "static"), tuple(phases), source,
-                         tuple(next_phases))
+                         tuple(next_phases), str(path))
 
 
 # SUMO reads both; sumo --save-configuration writes <sumoConfiguration> since 1.20.

@@ -7,6 +7,7 @@ trip per step. Both give identical results for the same seed.
 """
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import subprocess
@@ -52,6 +53,17 @@ class SumoOptions:
     control_period_s: float = 1.0       # time between read_frame calls (loops aggregate over it)
     sumo_home: str | None = None        # another SUMO installation (its bin/sumo), run through TraCI
     layout_seed: int = 0                # detectors "sparse": which random layout (detectors.sparse_layout)
+    # Each signal's own controller runs the city's program as our compiler repaired it
+    # (`Network.program_state_repairs`), for signals handed back to it (Engine(own_controllers)).
+    safe_programs: bool = False
+
+
+# The programID of a city program with our repairs (SumoOptions.safe_programs).
+SAFE_PROGRAM_ID = "citybrain-safe"
+
+
+def _open_xml(path: str):
+    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
 
 class SumoSimulation:
@@ -143,6 +155,8 @@ class SumoSimulation:
         additional = [self._with_outputs_here(path) for path in self.scenario.additional_files]
         if self.options.native_program == "actuated":
             additional.append(self._write_actuated_programs())
+        if self.options.safe_programs and any(self.network.program_state_repairs):
+            additional.append(self._write_safe_programs())
         if self.loops is not None:
             additional.append(self._write_loops())
         binary = sumo_binary("sumo", self.options.sumo_home)
@@ -486,6 +500,33 @@ class SumoSimulation:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+
+    def _write_safe_programs(self) -> Path:
+        """The `<tlLogic>` each repaired signal runs, as written (type, parameters, phase
+        times, `next`) but with the repaired states. Loaded last, it is the program SUMO
+        runs for that signal."""
+        net = self.network
+        wanted: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
+        for signal, repairs in enumerate(net.program_state_repairs):
+            if repairs:
+                path, program_id = net.program_source[signal]
+                wanted.setdefault(path, {})[net.signal_ids[signal], program_id] = dict(repairs)
+        root = ET.Element("additional")
+        for path, programs in wanted.items():
+            with _open_xml(path) as stream:
+                for _, element in ET.iterparse(stream):
+                    if element.tag != "tlLogic":
+                        continue
+                    repairs = programs.get((element.get("id"), element.get("programID", "0")))
+                    if repairs is not None:
+                        element.set("programID", SAFE_PROGRAM_ID)
+                        for phase in element.iter("phase"):
+                            phase.set("state", repairs.get(phase.get("state"), phase.get("state")))
+                        element.tail = "\n"
+                        root.append(element)
+        path = self.workdir / "safe-programs.add.xml"
+        ET.ElementTree(root).write(path, encoding="unicode")
+        return path
 
     def _write_loops(self) -> Path:
         """The loop layout as SUMO E1 detectors aggregating over one control period

@@ -102,6 +102,24 @@ def test_a_program_that_ends_a_green_without_yellow_is_unsafe(tmp_path):
     assert network.program_unsafe.all() and not network.repairs
 
 
+def test_a_signal_left_to_its_own_controller_runs_the_program_repaired(tmp_path):
+    """An actuated city program with foes in protected green and a green ended
+    without yellow: SUMO runs it as written for `fixed` (and shows both), and for
+    signals citybrain leaves to their own controller (none counts every approach
+    here) it runs the program with our repairs, and shows neither."""
+    text = (programs_xml(kind="actuated").replace('state="GGGgrrrrGGGgrrrr"', 'state="GGGGrrrrGGGGrrrr"')
+            .replace('state="yyyGrrrryyyGrrrr"', 'state="gyyGrrrryyyGrrrr"'))
+    network = load_scenario_network(_with_program(tmp_path, text))
+    assert not network.program_unsafe.any() and all(network.program_state_repairs)
+    assert any("g -> y" in line for line in network.repairs)
+    options = RunOptions(detectors="sparse", layout_seed=0, end_s=200)
+    fixed, citybrain = simulate_in_processes([(str(tmp_path / "city.sumocfg"), name, options)
+                                              for name in ("fixed", "citybrain")], 2)
+    assert fixed["safety"]["conflicting_green_steps"] > 0 and fixed["safety"]["missing_yellow"] > 0
+    assert citybrain["signals_local"] == network.n_signals
+    assert citybrain["safety_violations"] == 0, citybrain["safety"]
+
+
 def test_a_waut_selects_the_program_in_force_at_the_start(tmp_path):
     config = city_scenario(tmp_path, begin_s=500.0, end_s=600.0, extra_additional="waut.xml")
     night = programs_xml("night").replace('duration="20"', 'duration="40"')

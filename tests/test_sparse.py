@@ -50,7 +50,7 @@ def test_signals_that_cannot_count_every_approach_run_the_citys_program(tmp_path
     actuated one is left to its own controller (never commanded)."""
     for kind in ("static", "actuated"):
         net = load_scenario_network(load_scenario(city_scenario(tmp_path / kind, kind=kind)))
-        engine = Engine(net, make_controller("citybrain", net))
+        engine = Engine(net, make_controller("citybrain", net), own_controllers=True)
         share = _observe_sparse(engine, net, 0)
         assert (share < 1.0).any()
         blind = share < 1.0
@@ -65,7 +65,7 @@ def test_an_unsafe_actuated_program_is_never_left_to_itself(tmp_path):
     prior on what it cannot count)."""
     net = load_scenario_network(load_scenario(city_scenario(tmp_path, kind="actuated")))
     net = replace(net, program_unsafe=np.ones(net.n_signals, dtype=bool))
-    engine = Engine(net, make_controller("citybrain", net))
+    engine = Engine(net, make_controller("citybrain", net), own_controllers=True)
     share = _observe_sparse(engine, net, 0)
     assert not engine.local.any()
     assert not engine.on_plan[share > 0.0].any() and engine.prior is not None
@@ -79,7 +79,7 @@ def test_no_approach_waits_much_longer_than_its_plan_would_make_it(tmp_path, kin
     not. The signals left to their own controller are never commanded."""
     scenario = load_scenario(city_scenario(tmp_path, end_s=300, kind=kind))
     net = load_scenario_network(scenario)
-    engine = Engine(net, make_controller("citybrain", net))
+    engine = Engine(net, make_controller("citybrain", net), own_controllers=True)
     waited, longest = np.zeros(net.n_lanes), np.zeros(net.n_lanes)
     link = net.link_offset[net.move_signal] + net.move_link
     with SumoSimulation(scenario, net, SumoOptions(detectors="sparse", layout_seed=layout_seed)) as sim:
