@@ -119,8 +119,17 @@ def _cmd_simulate(args) -> None:
         dashboard.close()
     report = build_report(scenario, options, {args.controller: result})
     print(format_table(report))
+    _say_repairs(report)
     _write_json(report, args.json)
     _write_plot(report, args.plot)
+
+
+def _say_repairs(report: dict) -> None:
+    """One line where the city's programs broke our safety rules (ours ran them repaired)."""
+    repairs = next((r["program_repairs"] for r in report["controllers"].values() if r.get("program_repairs")), None)
+    if repairs:
+        print(f"citybrain: {report['scenario']}: {len(repairs)} program phases repaired, e.g. {repairs[0]} "
+              f"(all in the JSON's program_repairs)", file=sys.stderr)
 
 
 def _cmd_compare(args) -> None:
@@ -129,6 +138,7 @@ def _cmd_compare(args) -> None:
     report = compare(args.scenario, controllers, _options(args), args.workers,
                      _progress_bar(f"{scenario.name} x{len(controllers)}"))
     print(format_table(report))
+    _say_repairs(report)
     _write_json(report, args.json)
     _write_plot(report, args.plot)
 
@@ -162,6 +172,9 @@ def _cmd_serve(args) -> None:
         print(f"citybrain serve: {network.n_signals} signals, controller {args.controller}, {args.clock} clock, "
               f"period {args.period:g} s; listening on {endpoint}; metrics {where}"
               + (f"; dashboard {dashboard_url}" if dashboard_url else ""), file=sys.stderr, flush=True)
+        if network.repairs:
+            print(f"citybrain serve: {len(network.repairs)} program phases repaired, e.g. {network.repairs[0]}",
+                  file=sys.stderr, flush=True)
 
     serve(network, options, stop, ready)
     print("citybrain serve: stopped", file=sys.stderr, flush=True)

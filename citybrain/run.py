@@ -182,6 +182,8 @@ def _run_sumo(scenario: Scenario, network: Network, control: Control | None, nat
         "emergency": {**sim.emergency_audit.as_dict(),
                       "preemption": None if preemption is None else preemption.counts.as_dict()},
         "signals": network.n_signals,
+        # Program phases that broke our safety rules, as repaired (Network.repairs).
+        "program_repairs": list(network.repairs),
         # Per signal, the share of its approach lanes the detectors observe, and how many
         # signals run the program's plan for what they cannot see (Engine.observe_lanes).
         "observed_lane_share": None if observed_share is None else dict(zip(

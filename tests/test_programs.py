@@ -117,6 +117,7 @@ def test_a_signal_left_to_its_own_controller_runs_the_program_repaired(tmp_path)
                                               for name in ("fixed", "citybrain")], 2)
     assert fixed["safety"]["conflicting_green_steps"] > 0 and fixed["safety"]["missing_yellow"] > 0
     assert citybrain["signals_local"] == network.n_signals
+    assert citybrain["program_repairs"] == list(network.repairs)
     assert citybrain["safety_violations"] == 0, citybrain["safety"]
 
 
