@@ -85,10 +85,11 @@ class ControllerConfig:
     # starve a turn that waits behind a gap that never comes (arterial4x4).
     max_stall_s: float = 120.0
     # "free": any candidate phase may follow any other. "program": where the program's
-    # changes carry an all-red (Network.keeps_order), its cyclic order, each green within
-    # the program's own minDur/maxDur. Free is the default: on Berlin's programs with
-    # all-reds, the program's order measured 65.6 s of all-vehicle delay against 46.7 s
-    # free, and the city's own 53.4 s (docs/controller.md, Phase order).
+    # changes carry an all-red (Network.keeps_order), its cyclic order, skipping greens
+    # nobody calls, each green within the program's own minDur/maxDur. Free is the
+    # default: on Berlin's programs with all-reds (seeds 42-44, exact counts), the
+    # program's order measured 55.3 s of all-vehicle delay against 47.7 s free, and the
+    # city's own 54.8 s (docs/controller.md, Real-city programs).
     phase_order: str = "free"
 
 

@@ -137,6 +137,11 @@ class CityBrainController:
         if config.phase_order not in PHASE_ORDERS:
             raise ValueError(f"unknown phase order {config.phase_order!r}; choose from {', '.join(PHASE_ORDERS)}")
         self.cyclic = net.keeps_order if config.phase_order == "program" else np.zeros(net.n_signals, dtype=bool)
+        # Per (phase, lane it serves): the phase and the lane, for the calls that let a phase be skipped.
+        self.entry_phase = np.repeat(np.arange(net.n_phases), np.diff(self.phase_lane_ptr))
+        phase_signal = np.repeat(np.arange(net.n_signals), np.diff(net.phase_ptr))
+        self.entry_lane = self.signal_lane[self.signal_lane_ptr[phase_signal[self.entry_phase]] + self.phase_lane]
+        self.called = np.zeros(net.n_phases, dtype=bool)
         self.queue = np.zeros(max(int(np.diff(self.signal_lane_ptr).max(initial=0)), 1))
         self._started = False
 
@@ -154,8 +159,11 @@ class CityBrainController:
         k.arrival_profile(
             frame.vehicles, frame.halting, net.zone_ptr, net.zone_lane, net.zone_weight, self.zone_start_s,
             self.zone_end_s, self.arrival_window_s, self.mean_arrival_rate, self.arrival_profile)
+        if self.cyclic.any():   # a vehicle on a lane a phase serves calls that phase
+            self.called[:] = np.bincount(self.entry_phase, weights=frame.vehicles[self.entry_lane] >= 1.0,
+                                         minlength=net.n_phases) > 0
         k.cyclic_starts(net.plan_ptr, net.plan_phase, net.plan_min_s, net.plan_max_s, self.cyclic, net.phase_ptr,
-                        signals.green_phase, signals.stage, config.called_max_green_s, self.plan_step,
+                        signals.green_phase, signals.stage, config.called_max_green_s, self.called, self.plan_step,
                         self.start_allowed, self.least_green_s, self.max_green_s)
         k.schedule_phases(
             self.queued, self.arrival_profile, self.mean_arrival_rate, self.service_rate,

@@ -634,13 +634,16 @@ def actuated_requests(plan_ptr, plan_phase, plan_green_s, plan_min_s, plan_max_s
 
 @jit
 def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_ptr, green_phase, stage,
-                  default_max_green_s, plan_step, start_allowed, least_green_s, max_green_s):
+                  default_max_green_s, called, plan_step, start_allowed, least_green_s, max_green_s):
     """Which phases may start next (start_allowed, per phase) and the bounds on the
     current green. In free order: every phase, and default_max_green_s. At signals
-    with cyclic[i], the program's order: the current phase and the next step's of
-    its plan, the green held at least the program's own minimum for its step and
-    at most its maximum (minDur/maxDur sums; default_max_green_s where it gives
-    none). plan_step[i] tracks the step, as in plan_requests."""
+    with cyclic[i], the program's order: the current phase, and the following steps
+    of its plan up to the first whose phase has a call (called, per phase: a vehicle
+    on a lane it serves), skipping those nobody calls, as a field controller does;
+    the next step alone where no later one is called. The green is held at least
+    the program's own minimum for its step and at most its maximum (minDur/maxDur
+    sums; default_max_green_s where it gives none). plan_step[i] tracks the step,
+    as in plan_requests."""
     for signal in range(green_phase.shape[0]):
         first_phase = phase_ptr[signal]
         least_green_s[signal] = 0.0
@@ -658,6 +661,12 @@ def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_pt
             start_allowed[g] = False
         start_allowed[first_phase + green_phase[signal]] = True
         start_allowed[first_phase + plan_phase[first + (step + 1) % count]] = True
+        for ahead in range(1, count):
+            phase = plan_phase[first + (step + ahead) % count]
+            if called[first_phase + phase]:
+                for back in range(1, ahead + 1):
+                    start_allowed[first_phase + plan_phase[first + (step + back) % count]] = True
+                break
         if plan_min_s[first + step] >= 0.0:
             least_green_s[signal] = plan_min_s[first + step]
         if plan_max_s[first + step] >= 0.0:

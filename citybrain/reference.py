@@ -226,7 +226,7 @@ def _step_showing(phases, step, phase):
 
 
 def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_ptr, green_phase, stage,
-                  default_max_green_s, plan_step, start_allowed, least_green_s, max_green_s):
+                  default_max_green_s, called, plan_step, start_allowed, least_green_s, max_green_s):
     least_green_s[:] = 0.0
     max_green_s[:] = default_max_green_s
     owner = np.repeat(np.arange(len(green_phase)), np.diff(phase_ptr))
@@ -238,7 +238,9 @@ def cyclic_starts(plan_ptr, plan_phase, plan_min_s, plan_max_s, cyclic, phase_pt
             plan_step[signal] = _step_showing(phases, plan_step[signal], green_phase[signal])
         step = plan_step[signal]
         start_allowed[phase_ptr[signal] + green_phase[signal]] = True
-        start_allowed[phase_ptr[signal] + phases[(step + 1) % count]] = True
+        ahead = phases[(step + 1 + np.arange(max(count - 1, 1))) % count]    # the steps after this one, in order
+        calls = np.flatnonzero(called[phase_ptr[signal] + ahead])
+        start_allowed[phase_ptr[signal] + ahead[:calls[0] + 1 if calls.size else 1]] = True
         if plan_min_s[first + step] >= 0:
             least_green_s[signal] = plan_min_s[first + step]
         if plan_max_s[first + step] >= 0:

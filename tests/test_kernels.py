@@ -540,10 +540,12 @@ def test_cyclic_starts_matches_reference(seed):
     cyclic = rng.random(n) < 0.6
     green = (rng.integers(0, 100, n) % n_phases).astype(np.int32)
     stage = rng.integers(0, 3, n).astype(np.int8)
+    called = rng.random(phase_ptr[-1]) < 0.3
     outputs = []
     for ops in (kernels, reference):
         out = (np.zeros(n, np.int32), np.zeros(phase_ptr[-1], bool), np.zeros(n), np.zeros(n))
-        ops.cyclic_starts(plan_ptr, plan_phase, plan_min, plan_max, cyclic, phase_ptr, green, stage, 30.0, *out)
+        ops.cyclic_starts(plan_ptr, plan_phase, plan_min, plan_max, cyclic, phase_ptr, green, stage, 30.0, called,
+                          *out)
         outputs.append(out)
     for fast, slow in zip(*outputs):
         np.testing.assert_array_equal(fast, slow)
@@ -551,3 +553,20 @@ def test_cyclic_starts_matches_reference(seed):
     owner = np.repeat(np.arange(n), n_phases)
     assert allowed[~cyclic[owner]].all() and not allowed[cyclic[owner]].all()
     assert allowed[phase_ptr[:-1] + green].all()     # keeping the current phase is always allowed
+
+
+def test_cyclic_order_skips_the_greens_nobody_calls():
+    """One signal, a plan of four greens in order 0-1-2-3, showing 0: the next green
+    may always start; with no call on 1 and 2, green 3 (called) may too, and 1 and 2
+    are skipped; a call on 1 stops the skipping there."""
+    phase_ptr = np.array([0, 4], np.int32)
+    plan_ptr, plan_phase = np.array([0, 4], np.int32), np.arange(4, dtype=np.int32)
+    bounds = np.full(4, -1.0)
+    for calls, allowed in (((3,), [0, 1, 2, 3]), ((1, 3), [0, 1]), ((), [0, 1]), ((0,), [0, 1])):
+        called = np.isin(np.arange(4), calls)
+        for ops in (kernels, reference):
+            start_allowed = np.zeros(4, bool)
+            ops.cyclic_starts(plan_ptr, plan_phase, bounds, bounds, np.array([True]), phase_ptr,
+                              np.array([0], np.int32), np.zeros(1, np.int8), 30.0, called, np.zeros(1, np.int32),
+                              start_allowed, np.zeros(1), np.zeros(1))
+            assert np.flatnonzero(start_allowed).tolist() == allowed, (ops.__name__, calls)
