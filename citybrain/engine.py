@@ -113,6 +113,8 @@ class Engine:
         self.own_control[:] = self.local
         self.on_plan[:] = (((share == 0.0) | (guessed & net.program_static)) & ~self.local) | self._all_on_plan
         uncertain[pairs[1][self.local[pairs[0]]]] = False
+        if self.supervisor is not None:     # it has nothing to hand back where adaptive control never runs
+            self.supervisor.eligible = self.supervisor.eligible & ~self.local & ~self.on_plan
         self.prior = (PriorDemand(net, uncertain, ~observed, self.timing.control_period_s)
                       if uncertain.any() else None)
         return share

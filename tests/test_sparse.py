@@ -57,6 +57,7 @@ def test_signals_that_cannot_count_every_approach_run_the_citys_program(tmp_path
         assert (engine.on_plan[blind] == (kind == "static")).all()
         assert (engine.local[blind] == (kind == "actuated")).all()
         assert not (engine.on_plan & engine.local).any()
+        assert not engine.supervisor.eligible[engine.on_plan | engine.local].any()   # never adaptive there
 
 
 def test_an_unsafe_actuated_program_is_never_left_to_itself(tmp_path):
