@@ -62,6 +62,10 @@ class SumoOptions:
 SAFE_PROGRAM_ID = "citybrain-safe"
 
 
+# The elements that make up most of a net file.
+_BULK_TAGS = frozenset(("edge", "junction", "connection"))
+
+
 def _open_xml(path: str):
     return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
@@ -514,7 +518,13 @@ class SumoSimulation:
         root = ET.Element("additional")
         for path, programs in wanted.items():
             with _open_xml(path) as stream:
-                for _, element in ET.iterparse(stream):
+                events = ET.iterparse(stream, events=("start", "end"))
+                _, source_root = next(events)
+                for event, element in events:
+                    if event != "end":
+                        continue
+                    if element.tag in _BULK_TAGS:
+                        source_root.clear()     # a city's net is large: keep none of it
                     if element.tag != "tlLogic":
                         continue
                     repairs = programs.get((element.get("id"), element.get("programID", "0")))
