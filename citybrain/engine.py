@@ -77,6 +77,12 @@ class Engine:
                                      for signal in range(network.n_signals)
                                      for state in network.phase_states[network.phase_ptr[signal]:
                                                                        network.phase_ptr[signal + 1]]], dtype=bool)
+        # Per signal, its candidate greens by state string (the first, where two show the same).
+        self._green_index = [{} for _ in range(network.n_signals)]
+        for signal in range(network.n_signals):
+            first, end = int(network.phase_ptr[signal]), int(network.phase_ptr[signal + 1])
+            for phase in range(end - first):
+                self._green_index[signal].setdefault(network.phase_states[first + phase], phase)
         self._shown = [""] * network.n_signals
         self._shown_s = np.zeros(network.n_signals)
         self._resumed = np.zeros(network.n_signals, dtype=bool)
@@ -185,27 +191,32 @@ class Engine:
 
     def observe_shown(self, states: list[str], dt_s: float) -> None:
         """What every signal showed over the last `dt_s` (with `own_controllers`).
-        Signals their own controller runs follow it here; one whose hand-back is over
-        is taken back at a green of ours, from the time it has shown it."""
-        if self.supervisor is None:
+        Signals their own controller runs are followed here at each green of ours
+        they show (so the dashboard and the supervisor see what they show); one
+        whose hand-back is over is taken back at such a green, from the time it
+        has shown it."""
+        if not self.own_control.any():
             return
-        net, safety = self.network, self.safety
-        for signal in np.flatnonzero(self.own_control & ~self.local).tolist():
+        seen, phases, shown_s = [], [], []
+        for signal in np.flatnonzero(self.own_control).tolist():
             state = states[signal]
             # Counted from when it was first seen: never more than it has shown.
             self._shown_s[signal] = self._shown_s[signal] + dt_s if state == self._shown[signal] else 0.0
             self._shown[signal] = state
-            first, end = int(net.phase_ptr[signal]), int(net.phase_ptr[signal + 1])
-            phase = next((p for p in range(end - first) if net.phase_states[first + p] == state), -1)
+            phase = self._green_index[signal].get(state, -1)
             if phase < 0:
                 continue
-            index = np.array([signal], dtype=np.int32)
-            # The next step adds dt_s to it (`SafetyLayer.adopt`).
-            safety.adopt(index, np.array([phase]), np.array([phase]), np.array([STAGE_GREEN], dtype=np.int8),
-                         np.array([self._shown_s[signal]]), lag_s=dt_s)
-            if not self.supervisor.on_plan[signal]:
+            seen.append(signal)
+            phases.append(phase)
+            shown_s.append(self._shown_s[signal])
+            if not self.local[signal] and not self.supervisor.on_plan[signal]:
                 self.own_control[signal] = False
                 self._resumed[signal] = True
+        if seen:
+            phase = np.array(phases, dtype=np.int32)
+            # The next step adds dt_s to it (`SafetyLayer.adopt`).
+            self.safety.adopt(np.array(seen, dtype=np.int32), phase, phase,
+                              np.full(len(seen), STAGE_GREEN, dtype=np.int8), np.array(shown_s), lag_s=dt_s)
 
     def _commands(self, signals: np.ndarray) -> SignalCommands:
         return SignalCommands(signals, self.safety.state_strings(signals))

@@ -91,7 +91,12 @@ def test_no_approach_waits_much_longer_than_its_plan_would_make_it(tmp_path, kin
             sim.apply(engine.step(sim.read_frame()))
             sim.advance(1.0)
             queued = np.array([halting(lane) for lane in net.lane_ids]) > 0
-            shown = np.frombuffer("".join(sim.read_signal_states()).encode(), dtype="S1")
+            states = sim.read_signal_states()
+            engine.observe_shown(states, 1.0)
+            for signal in np.flatnonzero(engine.local).tolist():    # followed at each green of theirs
+                if states[signal] in net.phase_states:
+                    assert engine.safety.state_strings(np.array([signal]))[0] == states[signal]
+            shown = np.frombuffer("".join(states).encode(), dtype="S1")
             green = np.zeros(net.n_lanes, dtype=bool)
             green[net.move_in_lane[np.isin(shown[link], (b"G", b"g"))]] = True
             waited = np.where(queued & ~green, waited + 1.0, 0.0)
