@@ -4,13 +4,16 @@ import numpy as np
 import pytest
 
 from citybrain.config import SupervisorConfig
+from citybrain.engine import Engine
 from citybrain.kernels import STAGE_GREEN
 from citybrain.network import load_network, load_scenario_network
 from citybrain.run import RunOptions, simulate_controller
+from citybrain.safety import SafetyMonitor
 from citybrain.scenario import load_scenario
+from citybrain.sumo_adapter import SumoOptions, SumoSimulation
 from citybrain.supervisor import REASONS, Supervisor
 
-from .city_programs import GRID3_NET
+from .city_programs import GRID3_NET, programs_xml
 from .conftest import SHORT
 
 
@@ -75,6 +78,26 @@ def test_a_lane_the_plan_would_fail_too_is_not_handed_back(net):
         assert not on_plan.any(), t
 
 
+def starving_scenario(folder, additional: str = ""):
+    """The 3x3 grid with a steady north-south and west-east flow for 1,500 s (the
+    net's own programs, or those of `additional`); returns its .sumocfg."""
+    (folder / "flows.rou.xml").write_text("""<routes>
+    <flow id="ns" begin="0" end="1500" vehsPerHour="500" departLane="best" departSpeed="max"
+          from="top1B2" to="B0bottom1"/>
+    <flow id="we" begin="0" end="1500" vehsPerHour="300" departLane="best" departSpeed="max"
+          from="left1A1" to="C1right1"/>
+</routes>
+""")
+    extra = f'<additional-files value="{additional}"/>' if additional else ""
+    config = folder / "starve.sumocfg"
+    config.write_text(f"""<configuration>
+    <input><net-file value="{GRID3_NET}"/><route-files value="flows.rou.xml"/>{extra}</input>
+    <time><begin value="0"/><end value="1500"/></time>
+</configuration>
+""")
+    return config
+
+
 class HoldFirstPhase:
     """A deliberately harmful controller: phase 0 forever."""
 
@@ -87,20 +110,7 @@ class HoldFirstPhase:
 def test_supervisor_hands_a_harmful_controller_back_to_the_plan_in_sumo(tmp_path):
     """The grid with a steady crossing flow and a controller that never serves it:
     the supervisor hands the starved signals to their plan, which serves the flow."""
-    routes = tmp_path / "flows.rou.xml"
-    routes.write_text("""<routes>
-    <flow id="ns" begin="0" end="1500" vehsPerHour="500" departLane="best" departSpeed="max"
-          from="top1B2" to="B0bottom1"/>
-    <flow id="we" begin="0" end="1500" vehsPerHour="300" departLane="best" departSpeed="max"
-          from="left1A1" to="C1right1"/>
-</routes>
-""")
-    config = tmp_path / "starve.sumocfg"
-    config.write_text(f"""<configuration>
-    <input><net-file value="{GRID3_NET}"/><route-files value="{routes.name}"/></input>
-    <time><begin value="0"/><end value="1500"/></time>
-</configuration>
-""")
+    config = starving_scenario(tmp_path)
     results = {}
     for enabled in (False, True):
         options = RunOptions(detectors="lanes", supervisor=SupervisorConfig(enabled=enabled))
@@ -119,27 +129,8 @@ def test_an_actuated_signal_is_handed_to_its_own_controller_and_taken_back_in_su
     hands the starved signals to their own controller (SUMO runs the city's program
     again, from the green they show), takes them back after the hold at a green of
     that program, and no step shows anything our safety rules forbid."""
-    from citybrain.engine import Engine
-    from citybrain.safety import SafetyMonitor
-    from citybrain.sumo_adapter import SumoOptions, SumoSimulation
-
-    from .city_programs import programs_xml
-
     (tmp_path / "city.tls.xml").write_text(programs_xml(kind="actuated"))
-    (tmp_path / "flows.rou.xml").write_text("""<routes>
-    <flow id="ns" begin="0" end="1500" vehsPerHour="500" departLane="best" departSpeed="max"
-          from="top1B2" to="B0bottom1"/>
-    <flow id="we" begin="0" end="1500" vehsPerHour="300" departLane="best" departSpeed="max"
-          from="left1A1" to="C1right1"/>
-</routes>
-""")
-    config = tmp_path / "starve.sumocfg"
-    config.write_text(f"""<configuration>
-    <input><net-file value="{GRID3_NET}"/><route-files value="flows.rou.xml"/>
-        <additional-files value="city.tls.xml"/></input>
-    <time><begin value="0"/><end value="1500"/></time>
-</configuration>
-""")
+    config = starving_scenario(tmp_path, additional="city.tls.xml")
     scenario = load_scenario(config)
     network = load_scenario_network(scenario)
     engine = Engine(network, HoldFirstPhase(), supervisor=SupervisorConfig(hold_s=200.0), own_controllers=True)
