@@ -75,6 +75,11 @@ class LoopLayout:
     def n_loops(self) -> int:
         return len(self.loop_ids)
 
+    @property
+    def upstream_only(self) -> np.ndarray:
+        """The detected lanes with no stop-line loop: seen only upstream, their departures modelled."""
+        return self.lane[np.diff(self.stop_ptr) == 0]
+
 
 def standard_layout(network: Network, config: DetectorConfig = DEFAULT_CONFIG) -> LoopLayout:
     """Stop-line and advance loops for every approach lane of every signal of `network`."""
@@ -296,7 +301,7 @@ class LoopEstimator:
         self.kernels = kernels
         n = len(layout.lane)
         # Lanes seen only upstream count their departures from what their signal shows.
-        self.needs_signal_states = bool((np.diff(layout.stop_ptr) == 0).any())
+        self.needs_signal_states = layout.upstream_only.size > 0
         self.green_share = np.zeros(network.n_lanes)
         self._move_link = network.link_offset[network.move_signal] + network.move_link
         self.queue_veh = np.zeros(n)

@@ -115,7 +115,7 @@ class SumoSimulation:
             self.observed_lanes[self._area_lanes] = True
             if self.loops is not None:
                 self.observed_lanes[self.loops.lane] = True
-                self.modelled_lanes[self.loops.lane[np.diff(self.loops.stop_ptr) == 0]] = True
+                self.modelled_lanes[self.loops.upstream_only] = True
                 self.modelled_lanes[self._area_lanes] = False
         self._estimator: LoopEstimator | None = None
         if self.loops is not None:

@@ -120,7 +120,7 @@ def test_scenario_loops_upstream_only_still_observe_their_lane(tmp_path):
                               "loop_position_m": layout.loop_position_m[keep]})
     found = scenario_layout(net, load_scenario(scenario_with_loops(tmp_path, partial, net)).induction_loops())
     assert np.array_equal(found.lane, layout.lane)
-    upstream_only = found.lane[np.diff(found.stop_ptr) == 0]
+    upstream_only = found.upstream_only
     assert set(upstream_only) == set(layout.lane[:5])
 
 

@@ -40,7 +40,7 @@ def _observe_sparse(engine: Engine, net, layout_seed: int) -> np.ndarray:
     observed = np.zeros(net.n_lanes, dtype=bool)
     observed[layout.lane] = True
     modelled = np.zeros(net.n_lanes, dtype=bool)
-    modelled[layout.lane[np.diff(layout.stop_ptr) == 0]] = True
+    modelled[layout.upstream_only] = True
     return engine.observe_lanes(observed, modelled)
 
 
